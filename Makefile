@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both bootstrap uv when it is missing
+# (from PyPI) and install the locked environment first.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: install demo test lint clean
+
+install:
+	@if [ ! -x "$(UV)" ]; then \
+		echo "uv not found: installing it from PyPI"; \
+		python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv; \
+	fi
+	@start=$$(date +%s.%N); \
+	"$(UV)" sync --frozen; \
+	awk -v s="$$start" -v e="$$(date +%s.%N)" 'BEGIN { printf "install: %.1f s\n", e - s }'
+
+demo: install
+	"$(UV)" run --frozen python -m facellm.demo
+
+test: install
+	"$(UV)" run --frozen pytest
+
+lint: install
+	"$(UV)" run --frozen ruff check .
+	"$(UV)" run --frozen ruff format --check .
+
+clean:
+	rm -rf saves/demo

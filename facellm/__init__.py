@@ -1,0 +1,1 @@
+"""FaceLLM: face-understanding multimodal LLMs built on InternVL3."""

@@ -1,0 +1,24 @@
+"""What every FaceLLM command shares: one error type for bad input, and a wrapper that turns it into a
+one-line message and a non-zero exit instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_BAD_INPUT = 2
+
+
+class FaceLLMError(Exception):
+    """A problem with the user's input or set-up. The message names the file and the problem."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    try:
+        main()
+    except FaceLLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+from vlmeval.vlm.base import BaseModel
+
+from facellm.cli import FaceLLMError
+from facellm.evaluation import evaluate
+from facellm.sample_benchmark import build
+from tests.conftest import SAMPLE_FACES
+
+
+class OracleModel(BaseModel):
+    """A VLMEvalKit model that reads the right answer from the image count (for testing the runner only):
+    it answers B to single-image questions and 'The answer is (C)' to multi-image ones, and logs each call."""
+
+    INTERLEAVE = True
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def generate_inner(self, message, dataset=None):
+        self.calls.append(message)
+        images = [m for m in message if m["type"] == "image"]
+        return "B" if len(images) == 1 else "The answer is (C)"
+
+
+@pytest.fixture
+def bench(tmp_path):
+    return build(SAMPLE_FACES, tmp_path / "fxb", per_task=3)
+
+
+def test_runner_answers_every_question_and_writes_results_format(bench, tmp_path):
+    model = OracleModel()
+    summary = evaluate(lambda: model, "oracle", bench, tmp_path / "results")
+    assert len(model.calls) == 9
+    saved = json.loads((tmp_path / "results" / "sample_multiple_mcq_race.json").read_text())
+    assert all(q["prediction"] == "The answer is (C)" for q in saved["questions"].values())
+    assert saved["category"] == "bias_fairness"
+    expected = sum(
+        q["correct_answer_option"] == ("B" if len(q["image_paths"]) == 1 else "C")
+        for path in bench.glob("*.json")
+        for q in json.loads(path.read_text())["questions"].values()
+    )
+    assert summary["overall"]["correct"] == expected
+    assert "overall" in (tmp_path / "results" / "report.txt").read_text()
+
+
+def test_rerun_asks_only_what_is_missing(bench, tmp_path):
+    first = OracleModel()
+    evaluate(lambda: first, "oracle", bench, tmp_path / "r", limit=1)
+    assert len(first.calls) == 3
+    second = OracleModel()
+    summary = evaluate(lambda: second, "oracle", bench, tmp_path / "r")
+    assert len(second.calls) == 6
+    assert summary["overall"]["answered"] == 9
+    third = OracleModel()
+    evaluate(lambda: third, "oracle", bench, tmp_path / "r")
+    assert third.calls == []
+
+
+def test_results_of_another_model_are_refused(bench, tmp_path):
+    evaluate(OracleModel, "oracle", bench, tmp_path / "r", limit=1)
+    with pytest.raises(FaceLLMError, match="holds results of model 'oracle'"):
+        evaluate(OracleModel, "other", bench, tmp_path / "r")
+
+
+def test_missing_image_stops_before_the_model_is_loaded(bench, tmp_path):
+    (bench / "images" / "sample_single_mcq_age" / "question_2.png").unlink()
+    loaded = []
+    with pytest.raises(FaceLLMError, match=r"question 2: image .* not found"):
+        evaluate(lambda: loaded.append(1), "oracle", bench, tmp_path / "r")
+    assert loaded == []

@@ -1,0 +1,126 @@
+import json
+
+import pytest
+
+from facellm.cli import FaceLLMError
+from facellm.facexbench import (
+    extract_letter,
+    image_files,
+    load_benchmark,
+    load_task,
+    prompt_text,
+    score,
+    vlmeval_message,
+)
+from facellm.sample_benchmark import build
+from tests.conftest import SAMPLE_FACES, SHARED_FACEXBENCH
+
+OPTIONS = ["fear", "sad", "neutral", "anger"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return build(SAMPLE_FACES, tmp_path_factory.mktemp("fxb"), per_task=3)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "letter"),
+    [
+        ("B", "B"),
+        ("b", "B"),
+        ("(C)", "C"),
+        ("D.", "D"),
+        ("C. neutral", "C"),
+        ("The answer is D", "D"),
+        ("A man with a beard, so the answer is D.", "D"),
+        ("Answer: (A)", "A"),
+        ("Option C", "C"),
+        ("sad", "B"),
+        ("Neutral.", "C"),
+        ("A man looking sideways", None),
+        ("", None),
+        ("I am not sure", None),
+    ],
+)
+def test_extract_letter(prediction, letter):
+    assert extract_letter(prediction, OPTIONS) == letter
+
+
+def test_extract_letter_integer_options():
+    assert extract_letter("2", [0, 1, 2, 3]) == "C"
+    assert extract_letter("(B)", [0, 1, 2, 3]) == "B"
+
+
+def test_extract_letter_ignores_letters_beyond_the_options():
+    assert extract_letter("D", ["x", "y", "z"]) is None
+
+
+def test_prompt_layout(bench):
+    task = load_task(bench / "sample_single_mcq_gender.json")
+    text = prompt_text(task, "1")
+    lines = text.splitlines()
+    assert lines[0] == task.header["prepend_text"]
+    assert lines[1] == task.questions["1"]["question_text"]
+    assert lines[2] == task.header["postpend_text"]
+    assert lines[3:] == [
+        f"({letter}) {option}" for letter, option in zip("ABCD", task.questions["1"]["options"], strict=True)
+    ]
+    assert task.header["prepend_text"] not in prompt_text(task, "1", prepend=False)
+
+
+def test_message_has_absolute_images_first(bench):
+    task = load_task(bench / "sample_multiple_mcq_race.json")
+    message = vlmeval_message(task, "1", bench)
+    assert [m["type"] for m in message] == ["image", "image", "image", "text"]
+    assert all(m["value"].startswith(str(bench.resolve())) for m in message[:3])
+
+
+def test_missing_image_is_an_error_never_text(bench, tmp_path):
+    data = json.loads((bench / "sample_single_mcq_age.json").read_text())
+    data["questions"]["1"]["image_paths"] = ["images/nowhere/question_1.png"]
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    task = load_task(tmp_path / "t.json")
+    with pytest.raises(FaceLLMError, match=r"image images/nowhere/question_1\.png not found"):
+        image_files(task, "1", tmp_path)
+
+
+def test_malformed_files(tmp_path):
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(FaceLLMError, match=r"a\.json: not a readable FaceXBench JSON"):
+        load_task(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text(json.dumps({"category": "x"}))
+    with pytest.raises(FaceLLMError, match=r"b\.json: not a FaceXBench question file"):
+        load_task(tmp_path / "b.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FaceLLMError, match="no FaceXBench question files"):
+        load_benchmark(empty)
+
+
+def test_question_without_options(bench, tmp_path):
+    data = json.loads((bench / "sample_single_mcq_age.json").read_text())
+    del data["questions"]["2"]["options"]
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(FaceLLMError, match="question 2 lacks options"):
+        load_task(tmp_path / "t.json")
+
+
+def test_score_counts_correct_and_unparsed(bench):
+    tasks = load_benchmark(bench)
+    gender = next(t for t in tasks if t.name == "sample_single_mcq_gender")
+    right = {n: q["correct_answer_option"] for n, q in gender.questions.items()}
+    predictions = {"sample_single_mcq_gender": {**right, "3": "no idea"}}
+    summary = score(tasks, predictions)
+    row = summary["files"]["sample_single_mcq_gender"]
+    assert (row["answered"], row["correct"], row["unparsed"]) == (3, 2, 1)
+    assert row["accuracy"] == pytest.approx(66.67)
+    assert summary["overall"]["answered"] == 3 and summary["overall"]["questions"] == 9
+
+
+@pytest.mark.skipif(not SHARED_FACEXBENCH.is_dir(), reason="real FaceXBench question files not available")
+def test_real_facexbench_files_load():
+    tasks = load_benchmark(SHARED_FACEXBENCH)
+    assert len(tasks) == 48
+    assert sum(len(t.questions) for t in tasks) == 5000
+    tools = next(t for t in tasks if t.name == "tools_retrieval")
+    assert prompt_text(tools, "1").startswith(tools.header["context"])

@@ -1,0 +1,31 @@
+from facellm.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
+from facellm.qa_labels import ASPECTS, corpus_for_tokenizer, person_noun, qa_pairs
+
+
+def test_eight_aspects_one_question_each():
+    assert len(ASPECTS) == 8
+    assert len({a.key for a in ASPECTS}) == 8
+    assert len({a.question for a in ASPECTS}) == 8
+
+
+def test_answers_are_grounded_in_the_labels_but_questions_are_not():
+    record = FaceRecord(file="val/1.jpg", age="40-49", gender="Female", race="Latino_Hispanic")
+    pairs = qa_pairs(record)
+    assert len(pairs) == 8
+    demographics = dict((a.key, ans) for a, _, ans in pairs)["demographics"]
+    assert "40-49" in demographics and "female" in demographics and "Latino or Hispanic" in demographics
+    for _, question, _ in pairs:
+        for label in ("40-49", "Female", "Latino"):
+            assert label not in question
+
+
+def test_children_are_called_boy_or_girl():
+    assert person_noun(FaceRecord("f", "3-9", "Male", "White")) == "boy"
+    assert person_noun(FaceRecord("f", "3-9", "Female", "White")) == "girl"
+    assert person_noun(FaceRecord("f", "30-39", "Female", "White")) == "woman"
+
+
+def test_every_label_combination_has_answers():
+    texts = list(corpus_for_tokenizer())
+    assert len(texts) > len(AGE_BINS) * len(GENDERS) * len(RACES) * 8
+    assert all(texts)

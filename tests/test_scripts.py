@@ -1,0 +1,40 @@
+"""train.sh and export.sh refuse bad input with one clear line before starting LLaMA-Factory."""
+
+import yaml
+
+from tests.conftest import REPO, assert_one_line_error, run_command
+
+
+def test_train_unknown_recipe():
+    result = run_command("bash", "train.sh", "configs/no_such_recipe.yaml")
+    assert_one_line_error(result, "configs/no_such_recipe.yaml", "recipe not found")
+
+
+def test_train_override_must_be_key_value():
+    result = run_command("bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", "max_steps")
+    assert_one_line_error(result, "'max_steps' is not key=value")
+
+
+def test_train_help_lists_recipes():
+    result = run_command("bash", "train.sh", "--help")
+    assert result.returncode == 0
+    assert "configs/tiny_cpu_lora_sft.yaml" in result.stdout
+
+
+def test_export_refuses_a_folder_that_is_not_an_adapter(tmp_path):
+    result = run_command("bash", "export.sh", "--adapter", str(tmp_path), "--out", str(tmp_path / "m"))
+    assert_one_line_error(result, str(tmp_path), "not a LoRA adapter folder")
+
+
+def test_export_unknown_option():
+    result = run_command("bash", "export.sh", "--frobnicate")
+    assert_one_line_error(result, "unknown option --frobnicate")
+
+
+def test_recipes_keep_remote_code_off_and_the_released_lora_settings():
+    for recipe in sorted((REPO / "configs").glob("*.yaml")):
+        config = yaml.safe_load(recipe.read_text())
+        assert config["trust_remote_code"] is False, recipe
+        assert config["template"] == "intern_vl", recipe
+        assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"]) == (16, 32, 0), recipe
+        assert config["dataset"] == "fairfacegpt", recipe
