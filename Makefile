@@ -8,10 +8,11 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 install:
 	@if [ ! -x "$(UV)" ]; then \
 		echo "uv not found: installing it from PyPI"; \
-		python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv; \
+		python3 -m pip install --user --quiet uv 2>/dev/null \
+			|| python3 -m pip install --user --quiet --break-system-packages uv; \
 	fi
 	@start=$$(date +%s.%N); \
-	"$(UV)" sync --frozen; \
+	"$(UV)" sync --frozen && \
 	awk -v s="$$start" -v e="$$(date +%s.%N)" 'BEGIN { printf "install: %.1f s\n", e - s }'
 
 demo: install

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from facellm.cli import FaceLLMError
+
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "vlmeval"
 
 
@@ -34,4 +36,9 @@ def import_file(path: Path, module_name: str) -> ModuleType:
 
 def register_plugin(plugin_dir: Path = PLUGIN_DIR) -> ModuleType:
     """Run `vlmeval/config.py`, which adds the FaceLLM models to VLMEvalKit's `supported_VLM`."""
+    if not (plugin_dir / "vlm" / "facellm.py").is_file():
+        raise FaceLLMError(
+            f"{plugin_dir}: FaceLLM's VLMEvalKit plug-in not found; run from a checkout of the repository "
+            "installed in editable mode (uv sync)"
+        )
     return import_file(plugin_dir / "config.py", "facellm_vlmeval_config")

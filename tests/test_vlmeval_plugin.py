@@ -1,10 +1,12 @@
 from pathlib import Path
 
+import pytest
 import vlmeval
 import vlmeval.vlm
 from vlmeval.config import supported_VLM
 from vlmeval.vlm.base import BaseModel
 
+from facellm.cli import FaceLLMError
 from facellm.plugin import register_plugin
 from facellm.sample_benchmark import build
 from tests.conftest import REPO, SAMPLE_FACES, assert_one_line_error, run_command
@@ -51,3 +53,8 @@ def test_evaluate_cli_unknown_model(tmp_path):
 def test_evaluate_cli_empty_benchmark_folder(tmp_path):
     result = run_command("python", "vlmeval/evaluate.py", "--benchmark-dir", str(tmp_path))
     assert_one_line_error(result, str(tmp_path), "no FaceXBench question files")
+
+
+def test_registration_refuses_a_folder_without_the_plugin(tmp_path):
+    with pytest.raises(FaceLLMError, match="plug-in not found"):
+        register_plugin(tmp_path)
