@@ -125,7 +125,8 @@ def plan(workdir: Path, tiny_model: Path) -> list[Stage]:
 
 def run_stage(stage: Stage, index: int, total: int, logs: Path) -> None:
     log = logs / f"{stage.name.replace(' ', '_')}.log"
-    print(f"[{index}/{total}] {stage.name}: {shlex.join(stage.command)}", flush=True)
+    command = shlex.join(stage.command).replace(f"{REPO}{os.sep}", "")
+    print(f"[{index}/{total}] {stage.name}: {command}", flush=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
     start = time.perf_counter()

@@ -58,9 +58,13 @@ def age_phrase(record: FaceRecord) -> str:
     return "over 70 years old" if record.age == "more than 70" else f"{record.age} years old"
 
 
+def with_article(phrase: str) -> str:
+    return f"{'an' if phrase[0] in 'AEIOUaeiou' else 'a'} {phrase}"
+
+
 def answer(aspect: Aspect, record: FaceRecord) -> str:
     noun, race, age = person_noun(record), RACE_PHRASES[record.race], age_phrase(record)
-    who = f"a {race} {noun}, apparently {age}"
+    who = f"{with_article(f'{race} {noun}')}, apparently {age}"
     unknown = "the annotations available for this image do not describe"
     answers = {
         "demographics": f"The image shows {who}. Perceived gender: {record.gender.lower()}; "

@@ -21,6 +21,7 @@ from facellm.qa_labels import corpus_for_tokenizer
 
 DEFAULT_DIR = Path("saves/tiny-internvl3")
 SEED = 0
+RECIPE_VERSION = 1  # bump when the architecture or the tokenizer recipe below changes
 VOCAB_SIZE = 1200
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
@@ -173,14 +174,21 @@ def weights_digest(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def build_fingerprint(seed: int) -> dict:
+    """What a cached folder must have been built from to be reused: the seed, this recipe's version and the
+    tokenizer corpus (which changes whenever the labels backend's wording does)."""
+    corpus = hashlib.sha256("\n".join(corpus_for_tokenizer()).encode()).hexdigest()[:16]
+    return {"seed": seed, "recipe": RECIPE_VERSION, "corpus": corpus}
+
+
 def build_tiny_model(out_dir: str | os.PathLike = DEFAULT_DIR, seed: int = SEED, force: bool = False) -> Path:
     """Build (or reuse) the tiny model folder; returns its path.
 
-    A folder is reused only when its marker says it was built with the same seed and recipe version.
+    A folder is reused only when its marker says it was built from the same inputs (`build_fingerprint`).
     """
     out = Path(out_dir)
     marker = out / "facellm_tiny.json"
-    expected = {"seed": seed, "recipe": 1}
+    expected = build_fingerprint(seed)
     if not force and marker.is_file():
         try:
             if json.loads(marker.read_text()) == expected:

@@ -19,6 +19,12 @@ def test_answers_are_grounded_in_the_labels_but_questions_are_not():
             assert label not in question
 
 
+def test_article_agrees_with_the_race_word():
+    pairs = qa_pairs(FaceRecord("f", "20-29", "Male", "Indian"))
+    assert "an Indian man" in pairs[0][2]
+    assert "a White woman" in qa_pairs(FaceRecord("f", "20-29", "Female", "White"))[0][2]
+
+
 def test_children_are_called_boy_or_girl():
     assert person_noun(FaceRecord("f", "3-9", "Male", "White")) == "boy"
     assert person_noun(FaceRecord("f", "3-9", "Female", "White")) == "girl"

@@ -1,8 +1,8 @@
 import json
 
-from facellm.tiny_model import IMAGE_SEQ_LENGTH, build_tiny_model, weights_digest
+from facellm.tiny_model import IMAGE_SEQ_LENGTH, build_fingerprint, build_tiny_model, weights_digest
 
-# sha256 of the tensors built with seed 0. It changes only when the recipe changes (then bump `recipe`
+# sha256 of the tensors built with seed 0. It changes only when the recipe changes (then bump RECIPE_VERSION
 # in build_tiny_model) or when the torch build initialises weights differently.
 SEED0_DIGEST = "f45923154b2bc90cf3e14c256f4df28b975e3014f327cf920c73d7b5ba2c0e43"
 
@@ -44,4 +44,12 @@ def test_loads_with_the_auto_classes_as_internvl(tiny_model):
 def test_weights_are_safetensors_only(tiny_model):
     assert (tiny_model / "model.safetensors").is_file()
     assert not list(tiny_model.glob("*.bin"))
-    assert json.loads((tiny_model / "facellm_tiny.json").read_text())["seed"] == 0
+    assert json.loads((tiny_model / "facellm_tiny.json").read_text()) == build_fingerprint(0)
+
+
+def test_folder_built_from_other_inputs_is_rebuilt(tmp_path):
+    folder = build_tiny_model(tmp_path / "m", seed=0)
+    marker = folder / "facellm_tiny.json"
+    marker.write_text(json.dumps({**build_fingerprint(0), "corpus": "stale"}))
+    build_tiny_model(folder, seed=0)
+    assert json.loads(marker.read_text()) == build_fingerprint(0)
