@@ -15,20 +15,27 @@ from tqdm import tqdm
 
 from facellm.cli import FaceLLMError
 from facellm.facexbench import Task, image_files, load_benchmark, report_text, score, vlmeval_message
-from facellm.sharegpt import write_json_atomic
+from facellm.sharegpt import write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
 
 
-def check_results_dir(results_dir: Path, model_name: str) -> None:
-    """Refuse to mix the answers of two models in one results folder."""
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FaceLLMError(f"{path}: corrupt JSON ({error}); move it away to start this file again") from None
+
+
+def check_results_dir(results_dir: Path, identity: dict) -> None:
+    """Refuse to mix the answers of two models (or two checkpoints of one) in one results folder."""
     run_file = results_dir / RUN_FILE
     if run_file.is_file():
-        recorded = json.loads(run_file.read_text(encoding="utf-8")).get("model")
-        if recorded != model_name:
-            raise FaceLLMError(f"{results_dir}: holds results of model {recorded!r}, not {model_name!r}")
+        recorded = read_json(run_file)
+        if recorded != identity:
+            raise FaceLLMError(f"{results_dir}: holds results of {recorded}, not of {identity}")
     else:
-        write_json_atomic(run_file, {"model": model_name})
+        write_json_atomic(run_file, identity)
 
 
 def load_predictions(results_dir: Path, tasks: list[Task]) -> dict[str, dict[str, str]]:
@@ -37,8 +44,15 @@ def load_predictions(results_dir: Path, tasks: list[Task]) -> dict[str, dict[str
         path = results_dir / f"{task.name}.json"
         done = {}
         if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            done = {n: q["prediction"] for n, q in saved.get("questions", {}).items() if "prediction" in q}
+            saved = read_json(path)
+            questions = saved.get("questions") if isinstance(saved, dict) else None
+            if not isinstance(questions, dict):
+                raise FaceLLMError(f"{path}: not a FaceXBench results file (no 'questions' object)")
+            done = {
+                n: str(q["prediction"])
+                for n, q in questions.items()
+                if isinstance(q, dict) and "prediction" in q
+            }
         predictions[task.name] = done
     return predictions
 
@@ -51,12 +65,14 @@ def _write_results(results_dir: Path, task: Task, done: dict[str, str]) -> None:
 def evaluate(
     make_model: Callable[[], object],
     model_name: str,
+    model_path: str | None,
     benchmark_dir: Path,
     results_dir: Path,
     limit: int | None = None,
     prepend: bool = True,
 ) -> dict:
-    """Answer every pending question (the first LIMIT of each file when given) and return the scores."""
+    """Answer every pending question (the first LIMIT of each file when given) and return the scores.
+    MODEL_NAME and MODEL_PATH identify the model; a results folder only ever holds one model's answers."""
     tasks = load_benchmark(benchmark_dir)
     if limit is not None:
         for task in tasks:
@@ -65,7 +81,7 @@ def evaluate(
         for number in task.questions:
             image_files(task, number, benchmark_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    check_results_dir(results_dir, model_name)
+    check_results_dir(results_dir, {"model": model_name, "model_path": model_path})
     predictions = load_predictions(results_dir, tasks)
     pending = [(t, n) for t in tasks for n in t.questions if n not in predictions[t.name]]
 
@@ -73,11 +89,12 @@ def evaluate(
         model = make_model()
         for task, number in tqdm(pending, desc=f"FaceXBench [{model_name}]", unit="question"):
             message = vlmeval_message(task, number, benchmark_dir, prepend)
-            predictions[task.name][number] = model.generate(message, dataset="FaceXBench")
+            prediction = model.generate(message, dataset="FaceXBench")
+            predictions[task.name][number] = "" if prediction is None else str(prediction)
             _write_results(results_dir, task, predictions[task.name])
 
     summary = score(tasks, predictions)
-    summary["model"] = model_name
+    summary["model"], summary["model_path"] = model_name, model_path
     write_json_atomic(results_dir / "summary.json", summary)
-    (results_dir / "report.txt").write_text(report_text(summary, model_name), encoding="utf-8")
+    write_text_atomic(results_dir / "report.txt", report_text(summary, model_name))
     return summary

@@ -51,12 +51,24 @@ def load_task(path: Path) -> Task:
     missing = [key for key in HEADER_KEYS if key not in data]
     if missing:
         raise FaceLLMError(f"{path}: not a FaceXBench question file (missing {', '.join(missing)})")
+    if not isinstance(data["questions"], dict) or not data["questions"]:
+        raise FaceLLMError(f"{path}: 'questions' must be a non-empty object keyed by question number")
     for number, question in data["questions"].items():
+        if not isinstance(question, dict):
+            raise FaceLLMError(f"{path}: question {number} is not an object")
         absent = [key for key in QUESTION_KEYS if key not in question]
         if absent:
             raise FaceLLMError(f"{path}: question {number} lacks {', '.join(absent)}")
-        if question["correct_answer_option"] not in LETTERS[: len(question["options"])]:
-            raise FaceLLMError(f"{path}: question {number} has answer {question['correct_answer_option']!r}")
+        answer, options = question["correct_answer_option"], question["options"]
+        if not isinstance(options, list) or len(options) < 2:
+            raise FaceLLMError(f"{path}: question {number}: options must be a list of at least 2")
+        if not isinstance(answer, str) or answer not in tuple(LETTERS[: len(options)]):
+            raise FaceLLMError(
+                f"{path}: question {number}: correct_answer_option {answer!r} is not a valid letter"
+            )
+        paths = question["image_paths"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+            raise FaceLLMError(f"{path}: question {number}: image_paths must be a list of paths")
     header = {key: value for key, value in data.items() if key != "questions"}
     return Task(name=path.stem, path=path, header=header, questions=data["questions"])
 
@@ -103,30 +115,63 @@ def vlmeval_message(task: Task, number: str, benchmark_dir: Path, prepend: bool 
     return [*images, {"type": "text", "value": prompt_text(task, number, prepend)}]
 
 
-# Answer extraction, most explicit evidence first. A lone capital "A" followed by a word ("A man ...") is the
-# English article, never an answer: a letter counts only when it is alone, bracketed, or followed by . : )
-_EXPLICIT = re.compile(
-    r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\s]*\(?([A-D])\)?(?![A-Za-z])", re.IGNORECASE
-)
-_BRACKETED = re.compile(r"\(([A-Da-d])\)")
-_LEADING = re.compile(r"^\s*\(?([A-Da-d])(?:\s*$|[.:)](?:\s|$))")
+# Answer extraction. The rules, tried in order; the first that designates exactly one valid letter decides:
+#   1. a letter after "answer" ("The answer is D", "Answer: (b)", "answer - C"),
+#   2. then after "option" / "choice" ("The correct option is (B) sad"),
+#   3. a first line that is a letter alone or a letter with . : ) ] ("C", "(C)", "C. neutral", "D) anger"),
+#   4. letters in brackets anywhere ("I pick (B)"): only when all of them agree,
+#   5. the whole answer, or its first line, equal to one option's text ("sad", 2 for integer options),
+#   6. a lone capital letter anywhere ("I think it's C"): only when all of them agree.
+# A lower-case letter counts only in brackets or alone on the first line. A capital "A" followed by a
+# lower-case word ("A man with ...", "The answer is a man") is the English article, never an answer,
+# unless that word is a connective ("A because ...", "A as ...").
+# Markdown emphasis and \boxed{} are removed first. Anything else is unparsed (None) and scored wrong.
+_LETTER = r"(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-D])(?![A-Za-z0-9]))"
+_AFTER_ANSWER = re.compile(r"(?i:\banswer)(?i:\s+is)?\s*[:\-–=]?\s*" + _LETTER)
+_AFTER_OPTION = re.compile(r"(?i:\b(?:option|choice))(?i:\s+is)?\s*[:\-–=]?\s*" + _LETTER)
+_FIRST_LINE = re.compile(r"^\s*[(\[]?([A-Da-d])(?:[)\]]|[.:])?\s*$|^\s*[(\[]?([A-D])[.:)\]]\s")
+_BRACKETED = re.compile(r"[(\[]([A-Da-d])[)\]]")
+_LONE_CAPITAL = re.compile(r"(?<![A-Za-z0-9'’])([A-D])(?![A-Za-z0-9'’])")
+_ARTICLE_AFTER = re.compile(r"\s+(?!(?:because|since|as|and|or|for|which|is|was|seems)\b)[a-z]")
+_BOXED = re.compile(r"\\boxed\{([^}]*)\}")
+
+
+def _letters(pattern: re.Pattern, text: str, valid: str) -> list[str]:
+    found = []
+    for match in pattern.finditer(text):
+        index, letter = next((i, g) for i, g in enumerate(match.groups(), start=1) if g)
+        if letter == "A" and _ARTICLE_AFTER.match(text, match.end(index)):
+            continue
+        if letter.upper() in valid:
+            found.append(letter.upper())
+    return found
 
 
 def extract_letter(prediction: str, options: list) -> str | None:
-    """The option letter a free-text answer designates, or None when it names none."""
-    text = prediction.strip()
+    """The option letter a free-text answer designates, or None when it names none (rules above)."""
+    text = _BOXED.sub(r"\1", str(prediction)).replace("**", "").replace("__", "").strip()
     if not text:
         return None
-    for pattern in (_EXPLICIT, _LEADING, _BRACKETED):
-        found = pattern.findall(text)
-        letters = {letter.upper() for letter in found} & set(LETTERS[: len(options)])
-        if len(letters) == 1:
-            return letters.pop()
-    normalised = text.lower().rstrip(".").strip()
-    matches = [
-        letter for letter, option in zip(LETTERS, options, strict=False) if str(option).lower() == normalised
-    ]
-    return matches[0] if len(matches) == 1 else None
+    valid = LETTERS[: len(options)]
+    first_line = text.splitlines()[0].strip()
+    bracketed = set(_letters(_BRACKETED, text, valid))
+    for pattern, where in ((_AFTER_ANSWER, text), (_AFTER_OPTION, text), (_FIRST_LINE, first_line)):
+        found = _letters(pattern, where, valid)
+        if found and not (pattern is _FIRST_LINE and len(bracketed) > 1):  # "(A) and (B)" names two
+            return found[0]
+    if len(bracketed) == 1:
+        return bracketed.pop()
+    for candidate in (text, first_line):
+        normalised = candidate.lower().rstrip(".").strip()
+        matches = [
+            letter
+            for letter, option in zip(LETTERS, options, strict=False)
+            if str(option).lower() == normalised
+        ]
+        if len(matches) == 1:
+            return matches[0]
+    lone = set(_letters(_LONE_CAPITAL, text, valid))
+    return lone.pop() if len(lone) == 1 else None
 
 
 def score(tasks: list[Task], predictions: dict[str, dict[str, str]]) -> dict:

@@ -9,6 +9,7 @@ The folder name `fairface_img_margin025` used by some copies is accepted too.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def read_labels(csv_path: Path) -> list[FaceRecord]:
     if not csv_path.is_file():
         raise FaceLLMError(f"{csv_path}: labels CSV not found")
     try:
-        with csv_path.open(newline="", encoding="utf-8") as handle:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports
             reader = csv.DictReader(handle)
             missing = [c for c in COLUMNS[:4] if c not in (reader.fieldnames or [])]
             if missing:
@@ -84,11 +85,16 @@ def _record(csv_path: Path, line: int, row: dict[str, str]) -> FaceRecord:
 
 
 def resolve_inside(root: Path, relative: str, source: str) -> Path:
-    """Join a path read from a data file to its declared root, refusing anything that escapes the root."""
-    candidate = (root / relative).resolve()
-    if Path(relative).is_absolute() or not candidate.is_relative_to(root.resolve()):
+    """Join a path read from a data file to its declared root, refusing anything that escapes the root.
+
+    The check is on the path as written (no `..`, not absolute), not on where symlinks point: datasets
+    managed by DVC, git-annex or a hub cache are symlink farms whose targets live elsewhere."""
+    if "\0" in relative:
+        raise FaceLLMError(f"{source}: path {relative!r} contains a NUL byte")
+    normalised = os.path.normpath(relative)
+    if os.path.isabs(relative) or normalised == ".." or normalised.startswith(".." + os.sep):
         raise FaceLLMError(f"{source}: path {relative!r} escapes its root folder {root}")
-    return candidate
+    return Path(os.path.abspath(root)) / normalised
 
 
 def load_split(root: Path, split: str) -> tuple[Path, list[FaceRecord]]:

@@ -62,6 +62,12 @@ class FaceLLMModel:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise FaceLLMError(
+                f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+            ) from None
         dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         try:
             self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=False)
@@ -73,14 +79,17 @@ class FaceLLMModel:
                 str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
             )
             raise FaceLLMError(f"{model_path}: cannot load model ({first_line})") from None
-        self.model.to(self.device).eval()
+        try:
+            self.model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as error:
+            raise FaceLLMError(
+                f"device {self.device!r} is not usable here ({str(error).splitlines()[0]})"
+            ) from None
         self.system = training_system_prompt() if system is None else system
         self.max_new_tokens = max_new_tokens
 
-    def generate(self, parts: list[Part], max_new_tokens: int | None = None) -> str:
-        """Greedy answer to one user turn made of interleaved images and texts."""
-        import torch
-
+    def encode(self, parts: list[Part]):
+        """The model inputs (token ids, pixels) for one user turn of interleaved images and texts."""
         content, images = [], []
         for part in parts:
             if part.kind == "image":
@@ -95,11 +104,16 @@ class FaceLLMModel:
         if self.system:
             messages.insert(0, {"role": "system", "content": self.system})
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        # LLaMA-Factory trains InternVL without tiling (one tile per image); the transformers processor
-        # tiles by default, so it is switched off here to show the model what it was trained on.
-        inputs = self.processor(
-            images=images or None, text=[text], return_tensors="pt", images_kwargs={"crop_to_patches": False}
-        ).to(self.device)
+        # LLaMA-Factory tiles images only as the image processor's own config says (InternVLProcessor
+        # would always tile); following that config shows the model what it was trained on.
+        tiling = {"crop_to_patches": bool(getattr(self.processor.image_processor, "crop_to_patches", False))}
+        return self.processor(images=images or None, text=[text], return_tensors="pt", images_kwargs=tiling)
+
+    def generate(self, parts: list[Part], max_new_tokens: int | None = None) -> str:
+        """Greedy answer to one user turn made of interleaved images and texts."""
+        import torch
+
+        inputs = self.encode(parts).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with torch.inference_mode():
@@ -133,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
     args = parser.parse_args(argv)
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be at least 1")
     if not args.prompt.strip():
         raise FaceLLMError("--prompt is empty")
     image = load_image(args.path_image)  # fail on a bad image before spending time loading the model

@@ -11,7 +11,7 @@ import argparse
 import random
 from pathlib import Path
 
-from facellm.cli import run_cli
+from facellm.cli import FaceLLMError, run_cli
 from facellm.facexbench import LETTERS
 from facellm.fairface import AGE_BINS, FaceRecord, load_split
 from facellm.sharegpt import write_json_atomic
@@ -45,6 +45,14 @@ def _task(category: str, sub: str, num_images: str, prepend: str, questions: lis
 def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> Path:
     """Write OUT/benchmark/<task>.json and OUT/benchmark/images/<task>/...; returns the benchmark folder."""
     image_root, faces = load_split(fairface_root, "val")
+    if not 1 <= per_task <= len(faces) // 2:
+        most = len(faces) // 2
+        raise FaceLLMError(
+            f"{fairface_root}: {len(faces)} faces allow 1 to {most} questions per task, not {per_task}"
+        )
+    missing = [face.file for face in faces if not (image_root / face.file).is_file()]
+    if missing:
+        raise FaceLLMError(f"{image_root}: image {missing[0]} listed in the labels CSV is missing")
     rng = random.Random(seed)
     bench = out / "benchmark"
 

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="val", choices=["train", "val"])
     args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
     root = write_sample(Path(args.out), args.count, args.seed, args.split)
     print(f"wrote {args.count} faces to {root}")
 

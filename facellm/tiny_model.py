@@ -193,9 +193,12 @@ def build_tiny_model(out_dir: str | os.PathLike = DEFAULT_DIR, seed: int = SEED,
         try:
             if json.loads(marker.read_text()) == expected:
                 return out
-        except json.JSONDecodeError:
+        except (UnicodeDecodeError, json.JSONDecodeError):
             pass
+    if out.exists() and not out.is_dir():
+        raise FaceLLMError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)  # a build that dies half-way must not look complete
     tokenizer = _train_tokenizer()
     processor = _build_processor(tokenizer)
     model = _build_model(tokenizer, seed)

@@ -32,7 +32,7 @@ def bench(tmp_path):
 
 def test_runner_answers_every_question_and_writes_results_format(bench, tmp_path):
     model = OracleModel()
-    summary = evaluate(lambda: model, "oracle", bench, tmp_path / "results")
+    summary = evaluate(lambda: model, "oracle", "oracle-path", bench, tmp_path / "results")
     assert len(model.calls) == 9
     saved = json.loads((tmp_path / "results" / "sample_multiple_mcq_race.json").read_text())
     assert all(q["prediction"] == "The answer is (C)" for q in saved["questions"].values())
@@ -48,26 +48,41 @@ def test_runner_answers_every_question_and_writes_results_format(bench, tmp_path
 
 def test_rerun_asks_only_what_is_missing(bench, tmp_path):
     first = OracleModel()
-    evaluate(lambda: first, "oracle", bench, tmp_path / "r", limit=1)
+    evaluate(lambda: first, "oracle", "oracle-path", bench, tmp_path / "r", limit=1)
     assert len(first.calls) == 3
     second = OracleModel()
-    summary = evaluate(lambda: second, "oracle", bench, tmp_path / "r")
+    summary = evaluate(lambda: second, "oracle", "oracle-path", bench, tmp_path / "r")
     assert len(second.calls) == 6
     assert summary["overall"]["answered"] == 9
     third = OracleModel()
-    evaluate(lambda: third, "oracle", bench, tmp_path / "r")
+    evaluate(lambda: third, "oracle", "oracle-path", bench, tmp_path / "r")
     assert third.calls == []
 
 
 def test_results_of_another_model_are_refused(bench, tmp_path):
-    evaluate(OracleModel, "oracle", bench, tmp_path / "r", limit=1)
-    with pytest.raises(FaceLLMError, match="holds results of model 'oracle'"):
-        evaluate(OracleModel, "other", bench, tmp_path / "r")
+    evaluate(OracleModel, "oracle", "path/a", bench, tmp_path / "r", limit=1)
+    with pytest.raises(FaceLLMError, match=r"holds results of .*'oracle'.* not of .*'other'"):
+        evaluate(OracleModel, "other", "path/a", bench, tmp_path / "r")
+    with pytest.raises(FaceLLMError, match=r"holds results of .*path/a.* not of .*path/b"):
+        evaluate(OracleModel, "oracle", "path/b", bench, tmp_path / "r")
+
+
+def test_corrupt_results_file_is_named(bench, tmp_path):
+    evaluate(OracleModel, "oracle", "p", bench, tmp_path / "r", limit=1)
+    (tmp_path / "r" / "sample_single_mcq_age.json").write_text("{torn")
+    with pytest.raises(FaceLLMError, match=r"sample_single_mcq_age\.json: corrupt JSON"):
+        evaluate(OracleModel, "oracle", "p", bench, tmp_path / "r")
+
+
+def test_results_files_get_ordinary_permissions(bench, tmp_path):
+    evaluate(OracleModel, "oracle", "p", bench, tmp_path / "r", limit=1)
+    mode = (tmp_path / "r" / "report.txt").stat().st_mode & 0o777
+    assert mode & 0o044  # readable by group/others under the usual umask, unlike mkstemp's 0600
 
 
 def test_missing_image_stops_before_the_model_is_loaded(bench, tmp_path):
     (bench / "images" / "sample_single_mcq_age" / "question_2.png").unlink()
     loaded = []
     with pytest.raises(FaceLLMError, match=r"question 2: image .* not found"):
-        evaluate(lambda: loaded.append(1), "oracle", bench, tmp_path / "r")
+        evaluate(lambda: loaded.append(1), "oracle", "p", bench, tmp_path / "r")
     assert loaded == []

@@ -40,6 +40,26 @@ def bench(tmp_path_factory):
         ("A man looking sideways", None),
         ("", None),
         ("I am not sure", None),
+        ("The answer is a man", None),
+        ("My answer is a happy face", None),
+        ("The answer: A man", None),
+        ("The answer is A because of the eyes", "A"),
+        ("C\nExplanation: the mouth is neutral", "C"),
+        ("(A) and (B)", None),
+        ("B and C", None),
+        ("Answer: C.\nThe option A is wrong", "C"),
+        ("In option A the face is sad; answer: B", "B"),
+        ("**B**", "B"),
+        ("Answer: **B**", "B"),
+        ("Answer - C", "C"),
+        ("Answer:B", "B"),
+        ("\\boxed{C}", "C"),
+        ("I think it's C", "C"),
+        ("D) anger", "D"),
+        ("The correct option is (B) sad", "B"),
+        ("(a)", "A"),
+        ("a", "A"),
+        ("A.", "A"),
     ],
 )
 def test_extract_letter(prediction, letter):
@@ -49,6 +69,8 @@ def test_extract_letter(prediction, letter):
 def test_extract_letter_integer_options():
     assert extract_letter("2", [0, 1, 2, 3]) == "C"
     assert extract_letter("(B)", [0, 1, 2, 3]) == "B"
+    assert extract_letter("30", [20, 30, 40, 50]) == "B"
+    assert extract_letter("1", [20, 30, 40, 50]) is None
 
 
 def test_extract_letter_ignores_letters_beyond_the_options():
@@ -72,7 +94,7 @@ def test_message_has_absolute_images_first(bench):
     task = load_task(bench / "sample_multiple_mcq_race.json")
     message = vlmeval_message(task, "1", bench)
     assert [m["type"] for m in message] == ["image", "image", "image", "text"]
-    assert all(m["value"].startswith(str(bench.resolve())) for m in message[:3])
+    assert all(m["value"].startswith(str(bench.absolute())) for m in message[:3])
 
 
 def test_missing_image_is_an_error_never_text(bench, tmp_path):
@@ -105,6 +127,30 @@ def test_question_without_options(bench, tmp_path):
         load_task(tmp_path / "t.json")
 
 
+@pytest.mark.parametrize("bad", ["", "AB", "E", ["A"], None])
+def test_answer_key_must_be_one_valid_letter(bench, tmp_path, bad):
+    data = json.loads((bench / "sample_single_mcq_age.json").read_text())
+    data["questions"]["1"]["correct_answer_option"] = bad
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(FaceLLMError, match=r"question 1: correct_answer_option .* is not a valid letter"):
+        load_task(tmp_path / "t.json")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("questions", [], "'questions' must be"), ("image_paths", [None], "image_paths must be a list")],
+)
+def test_malformed_question_structure(bench, tmp_path, field, value, message):
+    data = json.loads((bench / "sample_single_mcq_age.json").read_text())
+    if field == "questions":
+        data["questions"] = value
+    else:
+        data["questions"]["1"][field] = value
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(FaceLLMError, match=message):
+        load_task(tmp_path / "t.json")
+
+
 def test_score_counts_correct_and_unparsed(bench):
     tasks = load_benchmark(bench)
     gender = next(t for t in tasks if t.name == "sample_single_mcq_gender")
@@ -124,3 +170,9 @@ def test_real_facexbench_files_load():
     assert sum(len(t.questions) for t in tasks) == 5000
     tools = next(t for t in tasks if t.name == "tools_retrieval")
     assert prompt_text(tools, "1").startswith(tools.header["context"])
+
+
+@pytest.mark.parametrize("per_task", [0, 9])
+def test_sample_benchmark_refuses_impossible_sizes(tmp_path, per_task):
+    with pytest.raises(FaceLLMError, match=f"allow 1 to 8 questions per task, not {per_task}"):
+        build(SAMPLE_FACES, tmp_path, per_task=per_task)

@@ -71,14 +71,32 @@ def test_missing_root_and_missing_image_folder(tmp_path):
         find_image_root(tmp_path)
 
 
-@pytest.mark.parametrize("bad", ["../secret.jpg", "val/../../secret.jpg", "/etc/passwd"])
+@pytest.mark.parametrize("bad", ["../secret.jpg", "val/../../secret.jpg", "/etc/passwd", "..", "val/\0.jpg"])
 def test_paths_never_escape_their_root(tmp_path, bad):
-    with pytest.raises(FaceLLMError, match="escapes its root"):
+    with pytest.raises(FaceLLMError, match=r"escapes its root|NUL byte"):
         resolve_inside(tmp_path, bad, "labels.csv")
 
 
 def test_paths_inside_the_root_resolve(tmp_path):
-    assert resolve_inside(tmp_path, "val/1.jpg", "x") == (tmp_path / "val" / "1.jpg").resolve()
+    assert resolve_inside(tmp_path, "val/./1.jpg", "x") == tmp_path.absolute() / "val" / "1.jpg"
+
+
+def test_symlinked_images_inside_the_root_are_accepted(tmp_path):
+    """Symlink farms (DVC, git-annex, hub caches) point outside the root; the path as written is inside."""
+    outside = tmp_path / "store" / "blob.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(b"x")
+    (tmp_path / "root" / "val").mkdir(parents=True)
+    (tmp_path / "root" / "val" / "1.jpg").symlink_to(outside)
+    assert resolve_inside(tmp_path / "root", "val/1.jpg", "x").read_bytes() == b"x"
+
+
+def test_csv_exported_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        "\ufefffile,age,gender,race,service_test\nval/1.jpg,3-9,Female,Indian,True\n", encoding="utf-8"
+    )
+    assert read_labels(path)[0].race == "Indian"
 
 
 def test_csv_with_escaping_path_is_refused(tmp_path):

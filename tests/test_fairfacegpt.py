@@ -51,3 +51,21 @@ def test_missing_image_fails_before_writing_and_keeps_previous_output(tmp_path):
     result = run_command("python", "fairfacegpt.py", "--fairface-root", str(root), "--out", str(out))
     assert_one_line_error(result, "missing", "val/5.jpg")
     assert (out / "dataset.json").read_text() == before
+
+
+def test_out_that_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    result = run_command(
+        "python", "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(tmp_path / "out")
+    )
+    assert_one_line_error(result, str(tmp_path / "out"))
+
+
+def test_corrupt_registry_in_out_is_named_and_dataset_kept(tmp_path):
+    out = tmp_path / "o"
+    generate(SAMPLE_FACES, "val", out, limit=1, backend="labels")
+    before = (out / "dataset.json").read_text()
+    (out / "dataset_info.json").write_text("{torn")
+    result = run_command("python", "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out))
+    assert_one_line_error(result, "dataset_info.json", "corrupt JSON")
+    assert (out / "dataset.json").read_text() == before

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -14,32 +17,40 @@ def model(tiny_model):
     return FaceLLMModel(str(tiny_model), max_new_tokens=8)
 
 
-def test_prompt_matches_llamafactory_training_encoding(model, tiny_model):
-    """The ids and pixels inference feeds the model are those LLaMA-Factory trained it on."""
+@pytest.fixture(scope="module")
+def tiling_model_dir(tiny_model, tmp_path_factory):
+    """The tiny model with tiling switched on in its image processor config (as some checkpoints ship)."""
+    folder = tmp_path_factory.mktemp("tiling") / "tiny-tiling"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["image_processor"].update(crop_to_patches=True, max_patches=4)
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["as built", "tiling on"])
+def test_inputs_match_llamafactory_training_encoding(variant, tiny_model, tiling_model_dir):
+    """The ids and pixels inference feeds the model are those LLaMA-Factory trained it on, tiled or not."""
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments, ModelArguments
     from llamafactory.model import load_tokenizer
 
-    loaded = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_model), image_max_pixels=224 * 224))
+    folder = tiny_model if variant == "as built" else tiling_model_dir
+    loaded = load_tokenizer(ModelArguments(model_name_or_path=str(folder), image_max_pixels=512 * 512))
     tokenizer, processor = loaded["tokenizer"], loaded["processor"]
     template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="intern_vl"))
-    image = load_image(FACE)
+    image = load_image(FACE).resize((224, 112))  # not square: tiling gives 2 tiles + a thumbnail
     question = "Describe this face in detail."
     messages = [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": ""}]
     messages = template.mm_plugin.process_messages(messages, [image], [], [], processor)
     train_ids, _ = template.encode_oneturn(tokenizer, messages, None, None)
     train_pixels = template.mm_plugin._get_mm_inputs([image], [], [], processor)["pixel_values"]
 
-    text = model.processor.apply_chat_template(
-        [
-            {"role": "system", "content": model.system},
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
-        ],
-        add_generation_prompt=True,
-    )
-    inputs = model.processor(images=[image], text=[text], images_kwargs={"crop_to_patches": False})
-    assert list(inputs["input_ids"][0]) == list(train_ids)
-    assert abs(inputs["pixel_values"] - train_pixels.numpy()).max() < 1e-5
+    inputs = FaceLLMModel(str(folder)).encode([Part("image", image), Part("text", question)])
+    assert inputs["input_ids"][0].tolist() == list(train_ids)
+    assert inputs["pixel_values"].shape == train_pixels.shape
+    assert inputs["pixel_values"].shape[0] == (1 if variant == "as built" else 3)
+    assert (inputs["pixel_values"] - train_pixels).abs().max() < 1e-5
 
 
 def test_default_system_prompt_is_the_training_one(model):
@@ -97,6 +108,17 @@ def test_cli_prints_the_same_answer_as_the_library(model, tiny_model):
         [Part("image", FACE), Part("text", "How old is this person?")], max_new_tokens=6
     )
     assert result.stdout.strip() == expected
+
+
+def test_cli_bad_flags():
+    result = run_command("python", "inference.py", "--path_image", str(FACE), "--max-new-tokens", "0")
+    assert result.returncode == 2 and "--max-new-tokens must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_device_is_a_clear_error(tiny_model):
+    with pytest.raises(FaceLLMError, match="'bogus' is not a torch device"):
+        FaceLLMModel(str(tiny_model), device="bogus")
 
 
 def test_cli_bad_inputs(tmp_path):

@@ -1,3 +1,5 @@
+from itertools import product
+
 from facellm.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
 from facellm.qa_labels import ASPECTS, corpus_for_tokenizer, person_noun, qa_pairs
 
@@ -31,7 +33,7 @@ def test_children_are_called_boy_or_girl():
     assert person_noun(FaceRecord("f", "30-39", "Female", "White")) == "woman"
 
 
-def test_every_label_combination_has_answers():
-    texts = list(corpus_for_tokenizer())
-    assert len(texts) > len(AGE_BINS) * len(GENDERS) * len(RACES) * 8
-    assert all(texts)
+def test_tokenizer_corpus_covers_every_label_combination():
+    corpus = "\n".join(corpus_for_tokenizer())
+    for age, gender, race in product(AGE_BINS, GENDERS, RACES):
+        assert qa_pairs(FaceRecord("f", age, gender, race))[0][2] in corpus

@@ -14,6 +14,8 @@ def test_generated_sample_matches_the_bundled_one(tmp_path):
     for record in records:
         image = Image.open(root / "fairface-img-margin025-trainval" / record.file)
         assert image.size == (IMAGE_SIZE, IMAGE_SIZE) and image.mode == "RGB"
+        bundled = Image.open(SAMPLE_FACES / "fairface-img-margin025-trainval" / record.file)
+        assert image.tobytes() == bundled.tobytes(), record.file
 
 
 def test_sample_covers_every_race_and_gender():

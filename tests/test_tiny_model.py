@@ -1,6 +1,7 @@
 import json
 
 from facellm.tiny_model import IMAGE_SEQ_LENGTH, build_fingerprint, build_tiny_model, weights_digest
+from tests.conftest import assert_one_line_error, run_command
 
 # sha256 of the tensors built with seed 0. It changes only when the recipe changes (then bump RECIPE_VERSION
 # in build_tiny_model) or when the torch build initialises weights differently.
@@ -53,3 +54,9 @@ def test_folder_built_from_other_inputs_is_rebuilt(tmp_path):
     marker.write_text(json.dumps({**build_fingerprint(0), "corpus": "stale"}))
     build_tiny_model(folder, seed=0)
     assert json.loads(marker.read_text()) == build_fingerprint(0)
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    result = run_command("python", "-m", "facellm.tiny_model", "--out", str(tmp_path / "f"))
+    assert_one_line_error(result, str(tmp_path / "f"), "not a folder")

@@ -37,17 +37,27 @@ def main() -> None:
     )
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
     args = parser.parse_args()
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be at least 1")
 
     supported_vlm = register_plugin().supported_VLM
     if args.model not in supported_vlm:
         raise FaceLLMError(f"unknown model {args.model!r}: not in VLMEvalKit's supported_VLM")
     overrides = {"max_new_tokens": args.max_new_tokens}
     if args.model_path:
-        overrides["model_path"] = args.model_path
+        # a local folder is recorded by its absolute path, so that resuming from elsewhere still matches
+        local = Path(args.model_path)
+        overrides["model_path"] = str(local.absolute()) if local.exists() else args.model_path
+    model_path = overrides.get("model_path") or getattr(supported_vlm[args.model], "keywords", {}).get(
+        "model_path"
+    )
     results_dir = args.results_dir or Path("saves/facexbench") / args.model
     summary = evaluate(
         lambda: supported_vlm[args.model](**overrides),
         args.model,
+        model_path,
         args.benchmark_dir,
         results_dir,
         args.limit,
