@@ -7,7 +7,6 @@ run continues where it stopped. `report.txt` and `summary.json` hold the accurac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,16 +14,9 @@ from tqdm import tqdm
 
 from facellm.cli import FaceLLMError
 from facellm.facexbench import Task, image_files, load_benchmark, report_text, score, vlmeval_message
-from facellm.sharegpt import write_json_atomic, write_text_atomic
+from facellm.files import read_json, write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
-
-
-def read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FaceLLMError(f"{path}: corrupt JSON ({error}); move it away to start this file again") from None
 
 
 def check_results_dir(results_dir: Path, identity: dict) -> None:

@@ -97,6 +97,15 @@ def resolve_inside(root: Path, relative: str, source: str) -> Path:
     return Path(os.path.abspath(root)) / normalised
 
 
+def require_images(image_root: Path, faces: list[FaceRecord]) -> None:
+    """Stop before any work when an image listed in the labels CSV is not on disk."""
+    missing = [face.file for face in faces if not (image_root / face.file).is_file()]
+    if missing:
+        raise FaceLLMError(
+            f"{image_root}: {len(missing)} image(s) listed in the labels CSV are missing, e.g. {missing[0]}"
+        )
+
+
 def load_split(root: Path, split: str) -> tuple[Path, list[FaceRecord]]:
     """The image folder and the validated records of one split."""
     if split not in SPLITS:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from facellm import qa_labels, sharegpt
 from facellm.cli import FaceLLMError
-from facellm.fairface import SPLITS, load_split
+from facellm.fairface import SPLITS, load_split, require_images
 
 BACKENDS = ("labels",)
 
@@ -24,11 +24,7 @@ def generate(fairface_root: Path, split: str, out: Path, limit: int | None, back
     image_root, faces = load_split(fairface_root, split)
     if limit is not None:
         faces = faces[:limit]
-    missing = [face.file for face in faces if not (image_root / face.file).is_file()]
-    if missing:
-        raise FaceLLMError(
-            f"{image_root}: {len(missing)} image(s) listed in the labels CSV are missing, e.g. {missing[0]}"
-        )
+    require_images(image_root, faces)
 
     records = []
     for face in tqdm(faces, desc=f"FairFaceGPT [{backend}]", unit="image"):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from facellm.cli import FaceLLMError, run_cli
 from facellm.facexbench import LETTERS
-from facellm.fairface import AGE_BINS, FaceRecord, load_split
-from facellm.sharegpt import write_json_atomic
+from facellm.fairface import AGE_BINS, FaceRecord, load_split, require_images
+from facellm.files import write_json_atomic
 
 ANSWER_FORMAT = "Reply with the letter of the correct option only (A, B, C or D)."
 
@@ -50,9 +50,7 @@ def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> P
         raise FaceLLMError(
             f"{fairface_root}: {len(faces)} faces allow 1 to {most} questions per task, not {per_task}"
         )
-    missing = [face.file for face in faces if not (image_root / face.file).is_file()]
-    if missing:
-        raise FaceLLMError(f"{image_root}: image {missing[0]} listed in the labels CSV is missing")
+    require_images(image_root, faces)
     rng = random.Random(seed)
     bench = out / "benchmark"
 

@@ -1,6 +1,6 @@
 import json
 
-from facellm.sharegpt import dataset_info_entry, record, write_dataset, write_json_atomic
+from facellm.sharegpt import dataset_info_entry, record, write_dataset
 from tests.conftest import REPO
 
 
@@ -24,10 +24,3 @@ def test_written_dataset_registers_itself_and_keeps_other_entries(tmp_path):
 def test_committed_registration_matches_the_generated_one():
     committed = json.loads((REPO / "data" / "dataset_info.json").read_text())["fairfacegpt"]
     assert committed == dataset_info_entry("fairfacegpt/dataset.json")
-
-
-def test_atomic_write_leaves_no_temporary_file(tmp_path):
-    write_json_atomic(tmp_path / "x.json", {"a": 1})
-    write_json_atomic(tmp_path / "x.json", {"a": 2})
-    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
-    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 2}
