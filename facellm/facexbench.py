@@ -155,10 +155,13 @@ def extract_letter(prediction: str, options: list) -> str | None:
     valid = LETTERS[: len(options)]
     first_line = text.splitlines()[0].strip()
     bracketed = set(_letters(_BRACKETED, text, valid))
-    for pattern, where in ((_AFTER_ANSWER, text), (_AFTER_OPTION, text), (_FIRST_LINE, first_line)):
-        found = _letters(pattern, where, valid)
-        if found and not (pattern is _FIRST_LINE and len(bracketed) > 1):  # "(A) and (B)" names two
+    for pattern in (_AFTER_ANSWER, _AFTER_OPTION):
+        found = _letters(pattern, text, valid)
+        if found:
             return found[0]
+    found = _letters(_FIRST_LINE, first_line, valid)
+    if found and len(bracketed) <= 1:  # a first line "(A) and (B)" names two letters, not one
+        return found[0]
     if len(bracketed) == 1:
         return bracketed.pop()
     for candidate in (text, first_line):
