@@ -1,66 +1,444 @@
 """FairFaceGPT generation: question-answer pairs about every FairFace image, grounded in its labels.
 
-Stage 1 of the pipeline. Reads a FairFace root (labels CSV + image folder), writes a ShareGPT `dataset.json`
-plus the `dataset_info.json` that registers it for LLaMA-Factory.
+Stage 1 of the pipeline. Reads a FairFace root (labels CSV + image folder) and asks an LLM about each image,
+one aspect at a time (`per-question`, as the released generator does) or all aspects in one call
+(`per-image`). Every finished item goes to OUT/ledger.jsonl at once, so an interrupted run resumes where it
+stopped. At the end the ledger is compiled into OUT/dataset.json (ShareGPT) with its dataset_info.json, and
+into the cost and fairness reports.
+
+Backends: `openai` (live requests to any OpenAI-compatible endpoint), `batch` (the OpenAI Batch API),
+`labels` (offline answers written from the labels alone; needs no endpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
 from facellm import qa_labels, sharegpt
 from facellm.cli import FaceLLMError
-from facellm.fairface import SPLITS, load_split, require_images
+from facellm.fairface import SPLITS, FaceRecord, load_split
+from facellm.fairfacegpt_reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
+from facellm.files import read_json, write_json_atomic
+from facellm.ledger import DONE, FAILED, Ledger
+from facellm.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
+from facellm.qa_requests import MODES, Answer, Job, Settings
 
-BACKENDS = ("labels",)
+BACKENDS = ("openai", "batch", "labels")
+DEFAULT_MODEL = "gpt-4o-2024-11-20"
+LEDGER = "ledger.jsonl"
+RUN_FILE = "run.json"
 
 
-def generate(fairface_root: Path, split: str, out: Path, limit: int | None, backend: str) -> Path:
-    if backend not in BACKENDS:
-        raise FaceLLMError(f"backend {backend!r} is not available (choose from {', '.join(BACKENDS)})")
-    image_root, faces = load_split(fairface_root, split)
-    if limit is not None:
-        faces = faces[:limit]
-    require_images(image_root, faces)
+@dataclass
+class Config:
+    fairface_root: Path
+    out: Path
+    split: str = "val"
+    limit: int | None = None
+    backend: str = "openai"
+    mode: str = "per-question"
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    concurrency: int = 32
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout: float = 120.0
+    max_attempts: int = 3
+    max_retries: int = 8
+    max_tokens: int | None = None
+    temperature: float | None = None
+    prompts_dir: Path = DEFAULT_PROMPTS_DIR
+    prices: Path = DEFAULT_PRICES
+    poll_interval: float = 60.0
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 190_000_000
+    progress: bool = True
 
+
+@dataclass
+class Summary:
+    dataset: Path
+    images: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already done before this run
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _check_config(config: Config) -> None:
+    if config.backend not in BACKENDS:
+        raise FaceLLMError(f"backend {config.backend!r} is not available (choose from {', '.join(BACKENDS)})")
+    if config.mode not in MODES:
+        raise FaceLLMError(f"mode {config.mode!r} is not one of {', '.join(MODES)}")
+    if config.out.exists() and not config.out.is_dir():
+        raise FaceLLMError(f"{config.out}: --out exists and is not a folder")
+    if config.base_url is not None:
+        url = urlparse(config.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise FaceLLMError(
+                f"--base-url {config.base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)"
+            )
+
+
+def _settings(config: Config) -> Settings:
+    if config.backend == "labels":
+        return Settings(model="labels", mode="per-question", max_tokens=0)
+    max_tokens = config.max_tokens or (1024 if config.mode == "per-question" else 4096)
+    return Settings(config.model, config.mode, max_tokens, config.temperature)
+
+
+def _check_run_identity(out: Path, identity: dict) -> None:
+    """A ledger holds one kind of data: refuse to mix models, modes, prompts or splits in one folder."""
+    path = out / RUN_FILE
+    if path.is_file():
+        previous = read_json(path)
+        changed = [k for k in identity if isinstance(previous, dict) and previous.get(k) != identity[k]]
+        if not isinstance(previous, dict) or changed:
+            detail = ", ".join(f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in changed) or "unreadable"
+            raise FaceLLMError(
+                f"{path}: this folder holds a run with other settings ({detail}); use another --out "
+                "or the same settings to resume"
+            )
+    else:
+        write_json_atomic(path, identity)
+
+
+def _jobs(faces: list[FaceRecord], prompts: PromptSet, settings: Settings, ledger: Ledger) -> list[Job]:
+    jobs = []
+    for face in faces:
+        pending = tuple(a for a in prompts.aspects if not ledger.is_done(face.file, a.key))
+        if not pending:
+            continue
+        if settings.mode == "per-image":
+            jobs.append(Job(face, pending))
+        else:
+            jobs.extend(Job(face, (aspect,)) for aspect in pending)
+    return jobs
+
+
+def _api_key() -> str:
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key:
+        raise FaceLLMError(
+            "OPENAI_API_KEY is not set: export it (a server without authentication accepts any value, "
+            "e.g. OPENAI_API_KEY=EMPTY)"
+        )
+    return key
+
+
+def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, on_item) -> None:
+    from facellm.openai_backend import ledger_entry
+
+    for job in jobs:
+        for aspect in job.aspects:
+            answer = Answer(aspect, qa_labels.answer(aspect, job.face), None, "stop", {})
+            entry = ledger_entry(job, answer, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
+            ledger.append(entry)
+            on_item(entry)
+
+
+async def _run_remote(
+    config: Config, jobs: list[Job], prompts: PromptSet, settings: Settings, ledger, image_root, on_item
+):
+    import openai
+
+    from facellm.openai_backend import OpenAIBackend, Redactor, preflight
+    from facellm.rate_limit import RateLimiter
+
+    key = _api_key()
+    redact = Redactor(key)
+    client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout)
+    try:
+        await preflight(client, settings.model, redact, lambda text: tqdm.write(text, file=sys.stderr))
+        if config.backend == "batch":
+            from facellm.batch_backend import BatchBackend
+
+            backend = BatchBackend(
+                client,
+                prompts,
+                settings,
+                ledger,
+                image_root,
+                config.out / "batch",
+                redact,
+                max_attempts=config.max_attempts,
+                poll_interval=config.poll_interval,
+                max_requests=config.batch_max_requests,
+                max_bytes=config.batch_max_bytes,
+                on_item=on_item,
+            )
+            await backend.run(jobs)
+        else:
+            backend = OpenAIBackend(
+                client,
+                prompts,
+                settings,
+                ledger,
+                image_root,
+                RateLimiter(config.rpm, config.tpm),
+                redact,
+                timeout=config.timeout,
+                max_attempts=config.max_attempts,
+                max_retries=config.max_retries,
+                on_item=on_item,
+            )
+            await backend.run(jobs, config.concurrency)
+    finally:
+        await client.close()
+
+
+def compile_dataset(faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger) -> list[dict]:
+    """ShareGPT records of every done item, in CSV order then aspect order: the same ledger always gives
+    the same file, however the requests were scheduled."""
     records = []
-    for face in tqdm(faces, desc=f"FairFaceGPT [{backend}]", unit="image"):
-        for _aspect, question, answer in qa_labels.qa_pairs(face):
-            records.append(sharegpt.record(question, answer, face.file))
-    dataset_path, info_path = sharegpt.write_dataset(out, records)
-    print(f"{len(records)} QA pairs about {len(faces)} images -> {dataset_path} (registered in {info_path})")
+    for face in faces:
+        for aspect in prompts.aspects:
+            entry = ledger.get(face.file, aspect.key)
+            if entry and entry["status"] == DONE:
+                records.append(sharegpt.record(entry["question"], entry["answer"], face.file))
+    return records
+
+
+def generate(config: Config) -> Summary:
+    _check_config(config)
+    prompts = load_prompts(config.prompts_dir)
+    prices = load_prices(config.prices)
+    settings = _settings(config)
+    image_root, all_faces = load_split(config.fairface_root, config.split)
+    faces = all_faces[: config.limit] if config.limit else all_faces
+    sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before any work
+    config.out.mkdir(parents=True, exist_ok=True)
+    _check_run_identity(
+        config.out,
+        {"model": settings.model, "mode": settings.mode, "prompts": prompts.digest, "split": config.split},
+    )
+
+    with Ledger(config.out / LEDGER) as ledger:
+        jobs = _jobs(faces, prompts, settings, ledger)
+        pending = sum(len(job.aspects) for job in jobs)
+        summary = Summary(
+            dataset=config.out / "dataset.json",
+            images=len(faces),
+            skipped=len(faces) * len(prompts.aspects) - pending,
+        )
+        failures: Counter[str] = Counter()
+        bar = tqdm(
+            total=pending,
+            desc=f"FairFaceGPT [{config.backend}, {settings.mode}]",
+            unit="qa",
+            disable=not config.progress or None,
+            file=sys.stderr,
+        )
+
+        def on_item(entry: dict) -> None:
+            if entry["status"] == FAILED:
+                failures[entry["reason"]] += 1
+                bar.set_postfix(failed=sum(failures.values()), refresh=False)
+            bar.update(1)
+
+        try:
+            if config.backend == "labels":
+                _run_labels(jobs, settings, ledger, on_item)
+            elif jobs:
+                asyncio.run(_run_remote(config, jobs, prompts, settings, ledger, image_root, on_item))
+        except KeyboardInterrupt:
+            bar.close()
+            raise FaceLLMError(
+                f"interrupted; {ledger.path} keeps every finished item: run the same command to resume"
+            ) from None
+        finally:
+            bar.close()
+
+        entries = {
+            (face.file, a.key): ledger.get(face.file, a.key)
+            for face in faces
+            for a in prompts.aspects
+            if ledger.get(face.file, a.key)
+        }
+        summary.done = sum(1 for e in entries.values() if e["status"] == DONE) - summary.skipped
+        summary.failed = sum(1 for e in entries.values() if e["status"] == FAILED)
+        summary.failed_by_reason = dict(
+            Counter(e["reason"] for e in entries.values() if e["status"] == FAILED).most_common()
+        )
+        records = compile_dataset(faces, prompts, ledger)
+
+    dataset_path, info_path = sharegpt.write_dataset(config.out, records)
+    cost_report(
+        list(entries.values()),
+        prices,
+        settings.model,
+        config.backend == "batch",
+        len(faces),
+        len(all_faces),
+        config.out,
+    )
+    fairness_report(faces, entries, config.out)
+    write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
+    _print_summary(summary, len(records), dataset_path, info_path, image_root, config.out)
+    return summary
+
+
+def _print_summary(summary: Summary, records: int, dataset_path, info_path, image_root, out) -> None:
+    print(
+        f"{records} QA pairs about {summary.images} images -> {dataset_path} (registered in {info_path})\n"
+        f"this run: {summary.done} done, {summary.failed} failed, {summary.skipped} already done before"
+    )
+    for reason, count in summary.failed_by_reason.items():
+        print(f"  failed: {count} x {reason}")
+    print(f"reports: {out / 'cost_report.md'}, {out / 'fairness_report.md'}")
     print(f"image paths are relative to {image_root}: pass it to training as media_dir")
-    return dataset_path
+    if summary.failed:
+        print("re-run the same command to retry the failed items", file=sys.stderr)
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python fairfacegpt.py",
-        description="Generate the FairFaceGPT question-answer dataset from FairFace labels and images. "
-        "Writes OUT/dataset.json (ShareGPT) and OUT/dataset_info.json (LLaMA-Factory registration).",
+        description="Generate the FairFaceGPT question-answer dataset from FairFace images and labels. "
+        "Writes OUT/dataset.json (ShareGPT) and OUT/dataset_info.json (LLaMA-Factory registration), "
+        "OUT/ledger.jsonl (one line per finished item: re-run the same command to resume), "
+        "cost and fairness reports. Exits 1 when some items failed, 2 on bad input.",
+        epilog="The API key is read from OPENAI_API_KEY only. Prompts and aspects are files in "
+        "data/prompts/ (see --prompts-dir).",
     )
-    parser.add_argument(
+    data = parser.add_argument_group("data")
+    data.add_argument(
         "--fairface-root",
         type=Path,
         default=Path("data/fairface"),
-        help="folder holding fairface_label_<split>.csv and fairface-img-margin025-trainval/ "
+        help="folder with fairface_label_<split>.csv and fairface-img-margin025-trainval/ "
         "(or fairface_img_margin025/) (default: %(default)s)",
     )
-    parser.add_argument(
-        "--split", choices=SPLITS, default="val", help="FairFace split (default: %(default)s)"
+    data.add_argument("--split", choices=SPLITS, default="val", help="FairFace split (default: %(default)s)")
+    data.add_argument("--limit", type=_positive(int), default=None, help="only the first N images of the CSV")
+    data.add_argument(
+        "--out", type=Path, default=Path("data/fairfacegpt"), help="output folder (default: %(default)s)"
     )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--out", type=Path, default=Path("data/fairfacegpt"), help="output folder")
-    parser.add_argument(
+    gen = parser.add_argument_group("generation")
+    gen.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="labels",
-        help="labels: offline answers written from the FairFace labels only (default: %(default)s)",
+        default="openai",
+        help="openai: live requests (default); batch: OpenAI Batch API (half price, within 24 h); "
+        "labels: offline answers from the labels alone",
     )
+    gen.add_argument(
+        "--mode",
+        choices=MODES,
+        default="per-question",
+        help="per-question: one request per question with the labels as a hint, as the "
+        "released generator (default); per-image: one request per image answering all "
+        "questions as JSON",
+    )
+    gen.add_argument(
+        "--model", default=DEFAULT_MODEL, help="model name at the endpoint (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or "
+        "LLaMA-Factory (default: OpenAI, or OPENAI_BASE_URL)",
+    )
+    gen.add_argument(
+        "--prompts-dir", type=Path, default=DEFAULT_PROMPTS_DIR, help="prompt files (default: data/prompts)"
+    )
+    gen.add_argument(
+        "--max-tokens",
+        type=_positive(int),
+        default=None,
+        help="answer length limit (default: 1024 per question, 4096 per image)",
+    )
+    gen.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default: the endpoint's)"
+    )
+    rate = parser.add_argument_group("throughput and robustness")
+    rate.add_argument(
+        "--concurrency", type=_positive(int), default=32, help="requests in flight (default: %(default)s)"
+    )
+    rate.add_argument("--rpm", type=_positive(float), default=None, help="requests-per-minute ceiling")
+    rate.add_argument(
+        "--tpm", type=_positive(float), default=None, help="tokens-per-minute ceiling (prompt + max_tokens)"
+    )
+    rate.add_argument(
+        "--timeout", type=_positive(float), default=120.0, help="seconds per request (default: %(default)s)"
+    )
+    rate.add_argument(
+        "--max-attempts",
+        type=_positive(int),
+        default=3,
+        help="answers an item may get (empty, refused or truncated ones are asked again) "
+        "before it is recorded as failed (default: %(default)s)",
+    )
+    rate.add_argument(
+        "--max-retries",
+        type=_positive(int),
+        default=8,
+        help="retries per item on 429, 5xx, timeouts and dropped connections (default: %(default)s)",
+    )
+    batch = parser.add_argument_group("batch backend")
+    batch.add_argument(
+        "--poll-interval", type=_positive(float), default=60.0, help="seconds between status checks"
+    )
+    batch.add_argument(
+        "--batch-max-requests", type=_positive(int), default=50_000, help="requests per batch file"
+    )
+    batch.add_argument(
+        "--batch-max-bytes", type=_positive(int), default=190_000_000, help="bytes per batch file"
+    )
+    report = parser.add_argument_group("reports")
+    report.add_argument(
+        "--prices", type=Path, default=DEFAULT_PRICES, help="price table (default: data/prices.json)"
+    )
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    generate(args.fairface_root, args.split, args.out, args.limit, args.backend)
+    summary = generate(
+        Config(
+            fairface_root=args.fairface_root,
+            out=args.out,
+            split=args.split,
+            limit=args.limit,
+            backend=args.backend,
+            mode=args.mode,
+            model=args.model,
+            base_url=args.base_url,
+            concurrency=args.concurrency,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            timeout=args.timeout,
+            max_attempts=args.max_attempts,
+            max_retries=args.max_retries,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            prompts_dir=args.prompts_dir,
+            prices=args.prices,
+            poll_interval=args.poll_interval,
+            batch_max_requests=args.batch_max_requests,
+            batch_max_bytes=args.batch_max_bytes,
+            progress=not args.no_progress,
+        )
+    )
+    if not summary.ok:
+        sys.exit(1)

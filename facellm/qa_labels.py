@@ -9,60 +9,14 @@ FaceLLM generator asks about, one question each.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import product
 
 from facellm.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
-
-
-@dataclass(frozen=True)
-class Aspect:
-    key: str
-    question: str
-
-
-ASPECTS = (
-    Aspect("demographics", "What can you tell about the apparent age, gender and ethnicity of this person?"),
-    Aspect("facial_structure", "Describe the facial structure of the person in this image."),
-    Aspect("skin_texture", "What can you observe about the skin texture and complexion of this face?"),
-    Aspect("expression", "What expression or emotion does this person show?"),
-    Aspect("image_quality", "How would you describe the lighting and the quality of this face image?"),
-    Aspect("pose_occlusion", "What is the head pose, and is any part of the face occluded?"),
-    Aspect("forensic", "Which facial details would matter in a forensic comparison of this face?"),
-    Aspect("describe", "Describe this face in detail."),
-)
-
-RACE_PHRASES = {
-    "White": "White",
-    "Black": "Black",
-    "Latino_Hispanic": "Latino or Hispanic",
-    "East Asian": "East Asian",
-    "Southeast Asian": "Southeast Asian",
-    "Indian": "Indian",
-    "Middle Eastern": "Middle Eastern",
-}
-
-
-def person_noun(record: FaceRecord) -> str:
-    male = record.gender == "Male"
-    if record.age == "0-2":
-        return "baby boy" if male else "baby girl"
-    if record.age == "3-9":
-        return "boy" if male else "girl"
-    if record.age == "10-19":
-        return "teenage boy" if male else "teenage girl"
-    return "man" if male else "woman"
-
-
-def age_phrase(record: FaceRecord) -> str:
-    return "over 70 years old" if record.age == "more than 70" else f"{record.age} years old"
-
-
-def with_article(phrase: str) -> str:
-    return f"{'an' if phrase[0] in 'AEIOUaeiou' else 'a'} {phrase}"
+from facellm.prompts import RACE_PHRASES, Aspect, age_phrase, load_prompts, person_noun, with_article
 
 
 def answer(aspect: Aspect, record: FaceRecord) -> str:
+    """The labels-only answer; an aspect added to aspects.json gets the plain description."""
     noun, race, age = person_noun(record), RACE_PHRASES[record.race], age_phrase(record)
     who = f"{with_article(f'{race} {noun}')}, apparently {age}"
     unknown = "the annotations available for this image do not describe"
@@ -80,19 +34,21 @@ def answer(aspect: Aspect, record: FaceRecord) -> str:
         "describe": f"The image shows the face of {who}. Perceived gender {record.gender.lower()}, "
         f"age range {age}, race group {race}.",
     }
-    return answers[aspect.key]
+    return answers.get(aspect.key, answers["describe"])
 
 
-def qa_pairs(record: FaceRecord) -> list[tuple[Aspect, str, str]]:
+def qa_pairs(record: FaceRecord, aspects: tuple[Aspect, ...] | None = None) -> list[tuple[Aspect, str, str]]:
     """(aspect, question, answer) for every aspect of one image."""
-    return [(aspect, aspect.question, answer(aspect, record)) for aspect in ASPECTS]
+    aspects = load_prompts().aspects if aspects is None else aspects
+    return [(aspect, aspect.question, answer(aspect, record)) for aspect in aspects]
 
 
 def corpus_for_tokenizer() -> Iterator[str]:
     """Every text the labels backend can produce, plus benchmark phrasing: the tiny tokenizer's corpus."""
+    aspects = load_prompts().aspects
     for age, gender, race in product(AGE_BINS, GENDERS, RACES):
         record = FaceRecord(file="", age=age, gender=gender, race=race)
-        for aspect, question, text in qa_pairs(record):
+        for aspect, question, text in qa_pairs(record, aspects):
             yield question
             yield text
             yield aspect.key

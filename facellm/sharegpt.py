@@ -42,14 +42,20 @@ def dataset_info_entry(file_name: str) -> dict:
     }
 
 
+def read_registry(info_path: Path) -> dict:
+    """The `dataset_info.json` at INFO_PATH (empty when absent); a damaged one is an error naming it."""
+    info = read_json(info_path) if info_path.is_file() else {}
+    if not isinstance(info, dict):
+        raise FaceLLMError(f"{info_path}: not a LLaMA-Factory dataset registry (expected an object)")
+    return info
+
+
 def write_dataset(out_dir: Path, records: list[dict], name: str = DATASET_NAME) -> tuple[Path, Path]:
     """Write `dataset.json` and a `dataset_info.json` that registers it, so OUT_DIR is a LLaMA-Factory
     `dataset_dir` on its own. Returns both paths."""
     dataset_path = out_dir / "dataset.json"
     info_path = out_dir / "dataset_info.json"
-    info = read_json(info_path) if info_path.is_file() else {}
-    if not isinstance(info, dict):
-        raise FaceLLMError(f"{info_path}: not a LLaMA-Factory dataset registry (expected an object)")
+    info = read_registry(info_path)
     info[name] = dataset_info_entry(dataset_path.name)
     write_json_atomic(dataset_path, records)
     write_json_atomic(info_path, info)

@@ -1,7 +1,10 @@
 from itertools import product
 
 from facellm.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
-from facellm.qa_labels import ASPECTS, corpus_for_tokenizer, person_noun, qa_pairs
+from facellm.prompts import load_prompts, person_noun
+from facellm.qa_labels import corpus_for_tokenizer, qa_pairs
+
+ASPECTS = load_prompts().aspects
 
 
 def test_eight_aspects_one_question_each():

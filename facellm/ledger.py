@@ -1,0 +1,88 @@
+"""The generation ledger: one JSON line per finished item, appended as soon as the item finishes.
+
+It is the single source of truth of a FairFaceGPT run. `dataset.json` and the reports are compiled from it,
+and re-running the same command reads it to skip every item that is already done. A crash can tear only
+the last line; opening the ledger drops that fragment so the next append starts on a clean line. An item
+may appear more than once (failed, then done on a later run); the last line for an item wins, and an item
+that is done is never requested again, so the dataset never holds duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from facellm.cli import FaceLLMError
+
+DONE, FAILED = "done", "failed"
+
+
+def item_key(image: str, aspect: str) -> tuple[str, str]:
+    return (image, aspect)
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[tuple[str, str], dict] = {}
+        self.torn_lines = 0
+        if path.exists():
+            self._load()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        if len(complete) != len(raw):  # a crash in the middle of the last append
+            self.torn_lines += 1
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
+        for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                key = item_key(entry["image"], entry["aspect"])
+                status = entry["status"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise FaceLLMError(
+                    f"{self.path}:{number}: not a ledger line; move the file away to start over"
+                ) from None
+            if status == DONE or self.entries.get(key, {}).get("status") != DONE:
+                self.entries[key] = entry
+
+    def status(self, image: str, aspect: str) -> str | None:
+        entry = self.entries.get(item_key(image, aspect))
+        return entry["status"] if entry else None
+
+    def is_done(self, image: str, aspect: str) -> bool:
+        return self.status(image, aspect) == DONE
+
+    def get(self, image: str, aspect: str) -> dict | None:
+        return self.entries.get(item_key(image, aspect))
+
+    def append(self, entry: dict) -> None:
+        """Record one finished item. Flushed at once, so a killed process loses at most the item in flight."""
+        key = item_key(entry["image"], entry["aspect"])
+        if self.entries.get(key, {}).get("status") == DONE:
+            return  # done is final: never a second copy
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self.entries[key] = entry
+
+    def sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
