@@ -116,6 +116,8 @@ class BatchBackend:
         previous = self.ledger.get(entry["image"], entry["aspect"]) or {}
         if "attempts" not in entry:  # one more round for this item
             entry["attempts"] = previous.get("attempts", 0) + 1
+        if "refusals" in entry:
+            entry["refusals"] += previous.get("refusals", 0)
         for name, spent in (previous.get("usage") or {}).items():  # failed rounds were paid for too
             entry["usage"] = {**entry["usage"], name: entry["usage"].get(name, 0) + spent}
         if previous.get("status") == DONE:
