@@ -215,6 +215,7 @@ class LocalEndpoint:
 def _handler_for(endpoint: LocalEndpoint) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, *args) -> None:  # quiet
             pass

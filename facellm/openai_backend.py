@@ -180,8 +180,12 @@ class OpenAIBackend:
             await self.limiter.acquire(estimated_tokens(body))
             self.counters.requests += 1
             try:
-                completion = await self.client.chat.completions.create(**body, timeout=self.timeout)
-                completion = completion.model_dump() if hasattr(completion, "model_dump") else completion
+                # The client's generic POST: same auth, HTTP stack and typed errors as
+                # chat.completions.create, without re-walking the request into typed dicts and the
+                # response into pydantic models, which costs more CPU than the HTTP itself at high concurrency.
+                completion = await self.client.post(
+                    "/chat/completions", cast_to=object, body=body, options={"timeout": self.timeout}
+                )
                 if not isinstance(completion, dict) or not completion.get("choices"):
                     raise ValueError("response without choices")
             except Exception as error:
