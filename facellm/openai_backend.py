@@ -180,9 +180,9 @@ class OpenAIBackend:
             await self.limiter.acquire(estimated_tokens(body))
             self.counters.requests += 1
             try:
-                # The client's generic POST: same auth, HTTP stack and typed errors as
-                # chat.completions.create, without re-walking the request into typed dicts and the
-                # response into pydantic models, which costs more CPU than the HTTP itself at high concurrency.
+                # The client's generic POST: the same auth, HTTP stack and typed errors as
+                # chat.completions.create, without re-walking the request into typed dicts and the response
+                # into pydantic models, which costs more CPU than the HTTP itself at high concurrency.
                 completion = await self.client.post(
                     "/chat/completions", cast_to=object, body=body, options={"timeout": self.timeout}
                 )
