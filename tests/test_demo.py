@@ -26,6 +26,13 @@ def test_demo_runs_every_stage(tiny_model, tmp_path):
     dataset = json.loads((workdir / "fairfacegpt" / "dataset.json").read_text())
     assert len(dataset) == 16 * 8
 
+    live = [
+        json.loads(line)
+        for line in (workdir / "fairfacegpt-endpoint" / "ledger.jsonl").read_text().splitlines()
+    ]
+    assert len(live) == 4 * 8 and all(e["backend"] == "openai" and e["status"] == "done" for e in live)
+    assert (workdir / "fairfacegpt-endpoint" / "fairness.png").is_file()
+
     adapter = workdir / "lora"
     assert (adapter / "adapter_config.json").is_file()
     with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
@@ -52,6 +59,7 @@ def test_demo_runs_every_stage(tiny_model, tmp_path):
     for stage in (
         "tiny model",
         "fairfacegpt",
+        "fairfacegpt endpoint",
         "train",
         "export",
         "inference",

@@ -359,3 +359,15 @@ def test_corrupt_registry_in_out_is_named_and_ledger_kept(tmp_path):
     )
     assert_one_line_error(result, "dataset_info.json", "corrupt JSON")
     assert (out / "ledger.jsonl").read_text() == ledger_before
+
+
+def test_help_explains_backends_modes_and_resume(capsys):
+    from facellm.fairfacegpt import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--backend", "batch", "labels", "per-image", "--concurrency", "--rpm", "--tpm", "resume",
+                   "OPENAI_API_KEY", "--max-attempts", "--prices"):  # fmt: skip
+        assert needle in text, needle
