@@ -23,9 +23,17 @@ from facellm.cli import FaceLLMError
 from facellm.fairface import FaceRecord
 from facellm.files import read_json, write_json_atomic, write_text_atomic
 from facellm.ledger import DONE, Ledger
-from facellm.openai_backend import Redactor, failure_entries, ledger_entry
+from facellm.openai_backend import (
+    Redactor,
+    carry_forward,
+    failure_entries,
+    judge_response,
+    ledger_entry,
+    transient_reason,
+)
 from facellm.prompts import PromptSet
-from facellm.qa_requests import BadImage, Job, Settings, image_data_url, judge, request_body
+from facellm.qa_requests import BadImage, Job, Settings, image_data_url, request_body
+from facellm.rate_limit import backoff_delay, retry_after_seconds
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -49,6 +57,7 @@ class BatchBackend:
         folder: Path,
         redact: Redactor,
         max_attempts: int,
+        max_retries: int,
         poll_interval: float,
         max_requests: int,
         max_bytes: int,
@@ -62,12 +71,14 @@ class BatchBackend:
         self.folder = folder
         self.redact = redact
         self.max_attempts = max_attempts
+        self.max_retries = max_retries
         self.poll_interval = poll_interval
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.on_item = on_item
         self.state_path = folder / "state.json"
         self.faces: dict[str, FaceRecord] = {}
+        self.bad_images: set[str] = set()
 
     # -- state -------------------------------------------------------------------------------------------
     def _load_state(self) -> dict:
@@ -87,8 +98,10 @@ class BatchBackend:
         tqdm.write(self.redact(text), file=sys.stderr)
 
     # -- run ---------------------------------------------------------------------------------------------
-    async def run(self, jobs: list[Job]) -> None:
-        self.faces = {job.face.file: job.face for job in jobs}
+    async def run(self, jobs: list[Job], faces: list[FaceRecord]) -> None:
+        """JOBS are the items to answer; FACES, the whole split, resolve answers of batches sent by an
+        earlier run, even one with a larger --limit."""
+        self.faces = {face.file: face for face in faces}
         state = self._load_state()
         for batch in state["batches"]:
             if not batch["merged"]:
@@ -113,16 +126,12 @@ class BatchBackend:
     def _record(self, entry: dict) -> None:
         if entry["reason"]:
             entry["reason"] = self.redact(entry["reason"])[:300]
-        previous = self.ledger.get(entry["image"], entry["aspect"]) or {}
-        if "attempts" not in entry:  # one more round for this item
-            entry["attempts"] = previous.get("attempts", 0) + 1
-        if "refusals" in entry:
-            entry["refusals"] += previous.get("refusals", 0)
-        for name, spent in (previous.get("usage") or {}).items():  # failed rounds were paid for too
-            entry["usage"] = {**entry["usage"], name: entry["usage"].get(name, 0) + spent}
-        if previous.get("status") == DONE:
-            return
-        self.ledger.append(entry)
+        previous = self.ledger.get(entry["image"], entry["aspect"])
+        if previous and (
+            previous["status"] == DONE or previous.get("batch") == entry.get("batch") is not None
+        ):
+            return  # done is final; the same batch merged again after a crash adds nothing
+        self.ledger.append(carry_forward(entry, previous))
         self.on_item(entry)
 
     def _write_requests(self, jobs: list[Job], round_: int, state: dict) -> list[dict]:
@@ -133,10 +142,10 @@ class BatchBackend:
             try:
                 image_url = image_data_url(self.image_root / job.face.file)
             except BadImage as error:
-                for entry in failure_entries(
-                    job, str(error), self.settings, self.name, attempts=0, latency_s=0.0
-                ):
-                    self._record(entry)
+                if job.face.file not in self.bad_images:  # recorded once, not again every round
+                    self.bad_images.add(job.face.file)
+                    for entry in failure_entries(job, str(error), self.settings, self.name, attempts=0):
+                        self._record(entry)
                 continue
             line = json.dumps(
                 {
@@ -186,21 +195,44 @@ class BatchBackend:
                 f"{self.state_path}: re-run to resume"
             ) from None
 
+    async def _call(self, what: str, make_call):
+        """One Batch API call, retried with backoff on 429, 5xx, timeouts and dropped connections: a poll
+        loop that lasts hours must not die of one bad gateway."""
+        retry = 0
+        while True:
+            try:
+                return await make_call()
+            except Exception as error:
+                reason = transient_reason(error)
+                retry += 1
+                if reason is None or retry > self.max_retries:
+                    raise
+                headers = getattr(getattr(error, "response", None), "headers", None)
+                delay = retry_after_seconds(headers)
+                delay = backoff_delay(retry) if delay is None else delay
+                self._say(f"{what}: {reason}, retry {retry}/{self.max_retries} in {delay:.1f} s")
+                await asyncio.sleep(delay)
+
+    async def _upload(self, path: Path):
+        with path.open("rb") as handle:
+            return await self.client.files.create(file=(path.name, handle), purpose="batch")
+
     async def _upload_and_create(self, batch: dict, state: dict) -> None:
         if batch["file_id"] is None:
-            path = self.folder / batch["input"]
-            with path.open("rb") as handle:
-                uploaded = await self.client.files.create(file=(path.name, handle), purpose="batch")
+            uploaded = await self._call("upload", lambda: self._upload(self.folder / batch["input"]))
             batch["file_id"] = uploaded.id
             self._save(state)
             self._say(f"uploaded {batch['input']} ({batch['requests']} requests) as {uploaded.id}")
         if batch["batch_id"] is None:
             existing = await self._find_batch(batch["file_id"])
-            created = existing or await self.client.batches.create(
-                input_file_id=batch["file_id"],
-                endpoint=ENDPOINT,
-                completion_window="24h",
-                metadata={"source": "facellm fairfacegpt", "input": batch["input"]},
+            created = existing or await self._call(
+                "create batch",
+                lambda: self.client.batches.create(
+                    input_file_id=batch["file_id"],
+                    endpoint=ENDPOINT,
+                    completion_window="24h",
+                    metadata={"source": "facellm fairfacegpt", "input": batch["input"]},
+                ),
             )
             batch["batch_id"] = created.id
             self._save(state)
@@ -209,14 +241,14 @@ class BatchBackend:
     async def _find_batch(self, file_id: str):
         """A batch already made from FILE_ID (the run died between creating it and saving its id)."""
         try:
-            page = await self.client.batches.list(limit=100)
+            page = await self._call("list batches", lambda: self.client.batches.list(limit=100))
         except openai.APIStatusError:
             return None
         return next((b for b in page.data if b.input_file_id == file_id and b.status != "cancelled"), None)
 
     async def _poll(self, batch: dict, state: dict):
         while True:
-            remote = await self.client.batches.retrieve(batch["batch_id"])
+            remote = await self._call("poll", lambda: self.client.batches.retrieve(batch["batch_id"]))
             if remote.status != batch["status"]:
                 batch["status"] = remote.status
                 self._save(state)
@@ -232,8 +264,8 @@ class BatchBackend:
             return []
         path = self.folder / name
         if not path.is_file():
-            content = await self.client.files.content(file_id)
-            write_text_atomic(path, content.text)
+            content = await self._call("download", lambda: self.client.files.content(file_id))
+            write_text_atomic(path, self.redact(content.text))  # kept for inspection: never with the key
         lines = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
@@ -255,6 +287,7 @@ class BatchBackend:
         stem = batch["input"].removesuffix(".jsonl").replace("requests-", "")
         outputs = await self._download(remote.output_file_id, f"output-{stem}.jsonl")
         errors = await self._download(remote.error_file_id, f"errors-{stem}.jsonl")
+        tag = {"attempts": 1, "batch": remote.id}
         seen = set()
         for line in outputs + errors:
             job = self._job(str(line.get("custom_id", "")))
@@ -262,22 +295,25 @@ class BatchBackend:
                 continue
             seen.add(custom_id(job))
             response = line.get("response") or {}
-            if response.get("status_code") == 200 and isinstance(response.get("body"), dict):
-                for answer in judge(job, response["body"], self.prompts, self.settings.mode):
-                    refusals = int(answer.reason == "refusal")
-                    self._record(ledger_entry(job, answer, self.settings, self.name, refusals=refusals))
-            else:
-                error = line.get("error") or (response.get("body") or {}).get("error") or {}
-                reason = f"batch line failed: {error.get('message') or response.get('status_code')}"
-                for entry in failure_entries(job, reason, self.settings, self.name):
+            try:
+                answers = judge_response(job, response.get("body"), self.prompts, self.settings.mode)
+            except ValueError as error:
+                error_info = line.get("error") or {}
+                detail = error_info.get("message") if isinstance(error_info, dict) else None
+                reason = f"batch line failed: {detail or response.get('status_code') or error}"
+                for entry in failure_entries(job, reason, self.settings, self.name, **tag):
                     self._record(entry)
+                continue
+            for answer in answers:
+                refusals = int(answer.reason == "refusal")
+                self._record(ledger_entry(job, answer, self.settings, self.name, refusals=refusals, **tag))
         unanswered = f"batch {remote.status} without an answer for this item"
         if remote.status == "failed" and getattr(remote, "errors", None) and remote.errors.data:
             unanswered = f"batch failed: {remote.errors.data[0].message}"
         for line in (self.folder / batch["input"]).read_text(encoding="utf-8").splitlines():
             key = json.loads(line)["custom_id"]
             if key not in seen and (job := self._job(key)) is not None:
-                for entry in failure_entries(job, unanswered, self.settings, self.name):
+                for entry in failure_entries(job, unanswered, self.settings, self.name, **tag):
                     self._record(entry)
         self.ledger.sync()
         batch["merged"] = True

@@ -113,6 +113,11 @@ def load_split(root: Path, split: str) -> tuple[Path, list[FaceRecord]]:
     csv_path = labels_csv(root, split)
     image_root = find_image_root(root)
     records = read_labels(csv_path)
-    for record in records:
-        resolve_inside(image_root, record.file, str(csv_path))
+    first_row: dict[str, int] = {}
+    for row, record in enumerate(records, start=2):  # line 1 is the header
+        path = resolve_inside(image_root, record.file, str(csv_path))
+        if (seen := first_row.setdefault(str(path), row)) != row:
+            raise FaceLLMError(
+                f"{csv_path}:{row}: image {record.file!r} is listed twice (first on line {seen})"
+            )
     return image_root, records

@@ -86,8 +86,12 @@ def _check_config(config: Config) -> None:
     if config.out.exists() and not config.out.is_dir():
         raise FaceLLMError(f"{config.out}: --out exists and is not a folder")
     if config.base_url is not None:
-        url = urlparse(config.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        try:
+            url = urlparse(config.base_url)
+            valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        except ValueError:  # e.g. an unclosed IPv6 bracket or a port above 65535
+            valid = False
+        if not valid:
             raise FaceLLMError(
                 f"--base-url {config.base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)"
             )
@@ -103,7 +107,9 @@ def _settings(config: Config) -> Settings:
 def _check_run_identity(out: Path, identity: dict) -> None:
     """A ledger holds one kind of data: refuse to mix models, modes, prompts or splits in one folder."""
     path = out / RUN_FILE
-    if path.is_file():
+    ledger = out / LEDGER
+    nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
+    if path.is_file() and not nothing_yet:
         previous = read_json(path)
         changed = [k for k in identity if isinstance(previous, dict) and previous.get(k) != identity[k]]
         if not isinstance(previous, dict) or changed:
@@ -151,7 +157,14 @@ def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, on_item) ->
 
 
 async def _run_remote(
-    config: Config, jobs: list[Job], prompts: PromptSet, settings: Settings, ledger, image_root, on_item
+    config: Config,
+    jobs: list[Job],
+    prompts: PromptSet,
+    settings: Settings,
+    ledger,
+    image_root,
+    on_item,
+    all_faces: list[FaceRecord] | None = None,
 ):
     import openai
 
@@ -175,12 +188,13 @@ async def _run_remote(
                 config.out / "batch",
                 redact,
                 max_attempts=config.max_attempts,
+                max_retries=config.max_retries,
                 poll_interval=config.poll_interval,
                 max_requests=config.batch_max_requests,
                 max_bytes=config.batch_max_bytes,
                 on_item=on_item,
             )
-            await backend.run(jobs)
+            await backend.run(jobs, all_faces if all_faces is not None else [job.face for job in jobs])
         else:
             backend = OpenAIBackend(
                 client,
@@ -253,7 +267,9 @@ def generate(config: Config) -> Summary:
             if config.backend == "labels":
                 _run_labels(jobs, settings, ledger, on_item)
             elif jobs:
-                asyncio.run(_run_remote(config, jobs, prompts, settings, ledger, image_root, on_item))
+                asyncio.run(
+                    _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
+                )
         except KeyboardInterrupt:
             bar.close()
             raise FaceLLMError(

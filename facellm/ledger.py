@@ -9,6 +9,7 @@ that is done is never requested again, so the dataset never holds duplicates.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -27,10 +28,14 @@ class Ledger:
         self.path = path
         self.entries: dict[tuple[str, str], dict] = {}
         self.torn_lines = 0
-        if path.exists():
-            self._load()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = path.open("a", encoding="utf-8")
+        try:  # two runs on one folder would ask for the same items twice and interleave their lines
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            raise FaceLLMError(f"{path}: in use by another run on the same output folder") from None
+        self._load()
 
     def _load(self) -> None:
         raw = self.path.read_bytes()

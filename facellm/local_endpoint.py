@@ -25,7 +25,20 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("429", "500", "503", "drop", "timeout", "malformed", "length", "empty", "refusal", "401")
+FAULTS = (
+    "429",
+    "500",
+    "503",
+    "drop",
+    "timeout",
+    "malformed",
+    "badshape",
+    "length",
+    "empty",
+    "refusal",
+    "400",
+    "401",
+)
 REFUSAL = "I'm sorry, but I can't help with that request."
 JSON_QUESTION = re.compile(r'^"(\w+)": (.+)$', re.MULTILINE)
 
@@ -85,6 +98,7 @@ class LocalEndpoint:
         self.refuse_images = refuse_images or set()
         self.batch_faults = deque(batch_faults)
         self.batch_hold = False  # keep batches in_progress until released
+        self.poll_faults: deque[str] = deque()  # "429" or "503", consumed by batch status requests
         self.log: list[dict] = []  # one entry per request: time, path, fault
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
@@ -177,7 +191,7 @@ class LocalEndpoint:
                         "id": f"req_{len(errors)}",
                         "custom_id": request["custom_id"],
                         "response": None,
-                        "error": {"code": "server_error", "message": "the line failed"},
+                        "error": {"code": "server_error", "message": f"the line failed (key {self.api_key})"},
                     }
                 )
                 continue
@@ -267,6 +281,11 @@ def _handler_for(endpoint: LocalEndpoint) -> type[BaseHTTPRequestHandler]:
                 self._error(404, f"no route {self.path}")
 
         def _poll_batch(self, batch_id: str) -> None:
+            with endpoint._lock:
+                fault = endpoint.poll_faults.popleft() if endpoint.poll_faults else None
+            if fault:
+                self._error(int(fault), "try again later", {"Retry-After": "0"})
+                return
             batch = endpoint.batches.get(batch_id)
             if batch is None:
                 self._error(404, "no such batch")
@@ -343,6 +362,13 @@ def _handler_for(endpoint: LocalEndpoint) -> type[BaseHTTPRequestHandler]:
             if fault == "401":
                 given = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                 self._error(401, f"Incorrect API key provided: {given}")
+                return
+            if fault == "400":  # rejects the request, echoing the key as careless servers do
+                given = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                self._error(400, f"Invalid image in request signed with {given}")
+                return
+            if fault == "badshape":  # valid JSON, but not a chat completion
+                self._send(200, {"choices": ["unexpected"], "usage": {"prompt_tokens": "many"}})
                 return
             if fault == "malformed":
                 self._send(200, b'{"id": "chatcmpl-x", "choices": [{"message": ')

@@ -80,6 +80,30 @@ def failure_entries(job: Job, reason: str, settings: Settings, backend: str, **e
     ]
 
 
+def carry_forward(entry: dict, previous: dict | None) -> dict:
+    """An item asked again in a later run or batch round: its earlier, failed attempts were sent and paid
+    for too, so the ledger's last line for it counts them all."""
+    if previous and previous.get("status") == FAILED:
+        entry["attempts"] = entry.get("attempts", 0) + previous.get("attempts", 0)
+        entry["refusals"] = entry.get("refusals", 0) + previous.get("refusals", 0)
+        before = previous.get("usage") or {}
+        entry["usage"] = {
+            name: (entry.get("usage") or {}).get(name, 0) + before.get(name, 0)
+            for name in ("prompt_tokens", "completion_tokens")
+        }
+    return entry
+
+
+def judge_response(job: Job, completion: object, prompts: PromptSet, mode: str) -> list[Answer]:
+    """The verdicts on a response body; a body of the wrong shape is a malformed response (retried)."""
+    if not isinstance(completion, dict) or not completion.get("choices"):
+        raise ValueError("response without choices")
+    try:
+        return judge(job, completion, prompts, mode)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"unexpected response shape ({error.__class__.__name__})") from None
+
+
 def transient_reason(error: Exception) -> str | None:
     """Why an API call failed in a way worth retrying, or None when it is not a transport problem."""
     if isinstance(error, openai.APITimeoutError):
@@ -136,6 +160,7 @@ class OpenAIBackend:
     def _record(self, entry: dict) -> None:
         if entry["reason"]:
             entry["reason"] = self.redact(entry["reason"])[:300]
+        carry_forward(entry, self.ledger.get(entry["image"], entry["aspect"]))
         self.ledger.append(entry)
         if entry["status"] == DONE:
             self.counters.done += 1
@@ -171,13 +196,23 @@ class OpenAIBackend:
             ):
                 self._record(entry)
             return
-        answered = retries = 0
+        sent = answered = retries = 0
         spent: dict[str, dict] = {a.key: {"prompt_tokens": 0, "completion_tokens": 0} for a in job.aspects}
         refused: dict[str, int] = {a.key: 0 for a in job.aspects}
         started = time.monotonic()
+
+        def give_up(reason: str) -> None:
+            elapsed = round(time.monotonic() - started, 3)
+            for entry in failure_entries(
+                job, reason, self.settings, self.name, attempts=sent, latency_s=elapsed
+            ):
+                entry["usage"], entry["refusals"] = spent[entry["aspect"]], refused[entry["aspect"]]
+                self._record(entry)
+
         while job.aspects:
             body = request_body(job, self.prompts, self.settings, image_url)
             await self.limiter.acquire(estimated_tokens(body))
+            sent += 1
             self.counters.requests += 1
             try:
                 # The client's generic POST: the same auth, HTTP stack and typed errors as
@@ -186,25 +221,19 @@ class OpenAIBackend:
                 completion = await self.client.post(
                     "/chat/completions", cast_to=object, body=body, options={"timeout": self.timeout}
                 )
-                if not isinstance(completion, dict) or not completion.get("choices"):
-                    raise ValueError("response without choices")
+                answers = judge_response(job, completion, self.prompts, self.settings.mode)
             except Exception as error:
                 self._stop_if_fatal(error)
                 reason = transient_reason(error)
-                if reason is None:  # the endpoint refused this request for good (400, 422, ...)
-                    message = getattr(error, "message", None) or str(error)
-                    reason = f"rejected by the endpoint: {message}"
-                    retries = self.max_retries
+                if (
+                    reason is None
+                ):  # the endpoint refused this very request (400, 422, ...): asking again won't help
+                    give_up(f"rejected by the endpoint: {getattr(error, 'message', None) or error}")
+                    return
                 retries += 1
                 self.counters.retries += 1
                 if retries > self.max_retries:
-                    attempts = answered + retries
-                    elapsed = round(time.monotonic() - started, 3)
-                    for entry in failure_entries(
-                        job, reason, self.settings, self.name, attempts=attempts, latency_s=elapsed
-                    ):
-                        entry["usage"] = spent[entry["aspect"]]
-                        self._record(entry)
+                    give_up(f"{reason} ({retries} times)")
                     return
                 headers = getattr(getattr(error, "response", None), "headers", None)
                 delay = retry_after_seconds(headers)
@@ -215,24 +244,23 @@ class OpenAIBackend:
             answered += 1
             latency = round(time.monotonic() - started, 3)
             still_pending = []
-            for answer in judge(job, completion, self.prompts, self.settings.mode):
+            for answer in answers:
                 key = answer.aspect.key
                 for name, value in answer.usage.items():
                     spent[key][name] += value
                 answer.usage = spent[key]
                 refused[key] += answer.reason == "refusal"
                 if answer.reason is None or answered >= self.max_attempts:
-                    self._record(
-                        ledger_entry(
-                            job,
-                            answer,
-                            self.settings,
-                            self.name,
-                            attempts=answered + retries,
-                            refusals=refused[key],
-                            latency_s=latency,
-                        )
+                    entry = ledger_entry(
+                        job,
+                        answer,
+                        self.settings,
+                        self.name,
+                        attempts=sent,
+                        refusals=refused[key],
+                        latency_s=latency,
                     )
+                    self._record(entry)
                 else:
                     still_pending.append(answer.aspect)
             job = Job(job.face, tuple(still_pending))
@@ -262,7 +290,18 @@ async def preflight(
                 f"(HTTP {error.status_code}); check OPENAI_API_KEY"
             ) from None
         return  # some OpenAI-compatible servers do not list models; the first request will tell
-    ids = [item.id for item in getattr(listing, "data", [])]
+    except Exception as error:  # a web page, a proxy: anything but the API
+        raise FaceLLMError(
+            f"--base-url {client.base_url} does not answer like an OpenAI-compatible API "
+            f"(GET models: {error.__class__.__name__}); such URLs usually end in /v1"
+        ) from None
+    try:
+        ids = [item.id for item in listing.data]
+    except (AttributeError, TypeError):
+        raise FaceLLMError(
+            f"--base-url {client.base_url} does not answer like an OpenAI-compatible API "
+            "(GET models returned no model list); such URLs usually end in /v1"
+        ) from None
     if ids and model not in ids:
         shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
         warn(f"warning: {client.base_url} does not list model {model!r} (it lists {shown})")

@@ -43,12 +43,14 @@ def test_batch_per_question_with_split_files_and_failed_lines(tmp_path):
     assert "via the Batch API" in (out / "cost_report.md").read_text()
 
 
-def test_batch_per_image_mode(tmp_path):
+def test_batch_per_image_mode_survives_a_bad_gateway_while_polling(tmp_path):
     out = tmp_path / "out"
     with LocalEndpoint(api_key=API_KEY) as endpoint:
+        endpoint.poll_faults.extend(["503", "429", "503"])
         summary = run(endpoint, out, limit=3, backend="batch", mode="per-image", poll_interval=0.01)
         (input_file,) = [f for f in endpoint.files.values() if f["purpose"] == "batch"]
         assert input_file["content"].count(b"\n") == 3
+        assert not endpoint.poll_faults
     assert summary.ok and len(dataset(out)) == 24
 
 
@@ -120,3 +122,20 @@ def test_batch_created_but_not_saved_is_adopted_not_duplicated(tmp_path):
         assert "adopted batch batch_1" in stderr
         assert len(endpoint.batches) == 1
     assert len(dataset(out)) == 16
+
+
+def test_merging_a_batch_again_after_a_crash_counts_nothing_twice(tmp_path):
+    out = tmp_path / "out"
+    refused = {image_digest(SAMPLE_FACES, "val/1.jpg")}
+    with LocalEndpoint(api_key=API_KEY, refuse_images=refused) as endpoint:
+        run(endpoint, out, limit=1, backend="batch", poll_interval=0.01, max_attempts=1)
+        lines_before = len(ledger_lines(out))
+        state = _state(out)
+        state["batches"][0]["merged"] = False  # as if killed in the middle of the merge
+        (out / "batch" / "state.json").write_text(json.dumps(state))
+        summary = run(endpoint, out, limit=1, backend="batch", poll_interval=0.01, max_attempts=1)
+        assert len(endpoint.batches) == 2  # the old batch merged again, then one new round
+    new_lines = ledger_lines(out)[lines_before:]
+    assert len(new_lines) == 8  # only the new round's answers, none from merging the old batch again
+    assert summary.failed == 8
+    assert all(line["attempts"] == 2 and line["refusals"] == 2 for line in new_lines)

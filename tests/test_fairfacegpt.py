@@ -103,7 +103,7 @@ def test_per_image_mode_sends_each_image_once(tmp_path):
 
 def test_every_fault_is_survived_and_counted(tmp_path):
     out = tmp_path / "out"
-    faults = ["429", "500", "503", "drop", "timeout", "malformed", "length", "empty", "refusal"]
+    faults = ["429", "500", "503", "drop", "timeout", "malformed", "badshape", "length", "empty", "refusal"]
     with LocalEndpoint(api_key=API_KEY, faults=faults, retry_after="0", hang_s=3) as endpoint:
         summary = run(endpoint, out, limit=2, concurrency=4, timeout=1.0, max_attempts=4)
         assert len(endpoint.chat_requests()) == 16 + len(faults)
@@ -115,12 +115,29 @@ def test_every_fault_is_survived_and_counted(tmp_path):
     assert all(not line["answer"].startswith("I'm sorry") for line in lines)
 
 
-def test_retry_after_is_honoured(tmp_path):
-    with LocalEndpoint(api_key=API_KEY, faults=["429"], retry_after="1") as endpoint:
-        summary = run(endpoint, tmp_path / "out", limit=1, concurrency=1)
+def test_retry_after_pauses_the_whole_client(tmp_path):
+    with LocalEndpoint(api_key=API_KEY, faults=["429"], retry_after="2", latency=0.2) as endpoint:
+        summary = run(endpoint, tmp_path / "out", limit=1, concurrency=4)
         times = [entry["time"] for entry in endpoint.chat_requests()]
-    assert summary.ok
-    assert times[1] - times[0] >= 0.95  # the second request waited the second the endpoint asked for
+    assert summary.ok and len(times) == 9
+    # the first four arrive together; the 429 goes back 0.2 s later; then nobody may ask for 2 s
+    first = times[0]
+    waiting = [t for t in times if first + 0.3 < t < first + 0.2 + 1.9]
+    assert waiting == [], [round(t - first, 2) for t in times]
+    assert max(times) >= first + 2.2
+
+
+def test_retries_run_out_and_a_rejected_request_is_not_retried(tmp_path):
+    out = tmp_path / "out"
+    with LocalEndpoint(api_key=API_KEY, faults=["500", "500", "500", "400"], retry_after="0") as endpoint:
+        summary = run(endpoint, out, limit=1, concurrency=1, max_retries=2)
+        assert len(endpoint.chat_requests()) == 3 + 1 + 6
+    failed = {line["reason"]: line for line in ledger_lines(out) if line["status"] == "failed"}
+    assert summary.failed == 2 and len(failed) == 2
+    assert failed["HTTP 500 (3 times)"]["attempts"] == 3
+    (rejected,) = [line for reason, line in failed.items() if reason.startswith("rejected by the endpoint")]
+    assert rejected["attempts"] == 1
+    assert "400" in rejected["reason"] and "signed with [redacted]" in rejected["reason"]
 
 
 def test_rpm_ceiling_spaces_requests(tmp_path):
@@ -188,8 +205,14 @@ def test_failed_items_are_retried_by_the_next_run(tmp_path):
     with LocalEndpoint(api_key=API_KEY, faults=["refusal"] * 1) as endpoint:
         first = run(endpoint, out, limit=1, concurrency=1, max_attempts=1)
         assert first.failed == 1
+        (failed,) = [line for line in ledger_lines(out) if line["status"] == "failed"]
         second = run(endpoint, out, limit=1)
     assert second.ok and second.done == 1 and len(dataset(out)) == 8
+    (retried,) = ledger_lines(out)[8:]
+    assert retried["aspect"] == failed["aspect"] and retried["status"] == "done"
+    # the cost of the failed run is carried forward, not forgotten
+    assert (retried["attempts"], retried["refusals"]) == (2, 1)
+    assert retried["usage"]["prompt_tokens"] > failed["usage"]["prompt_tokens"] > 0
 
 
 def _start(out, endpoint, *extra):
@@ -245,13 +268,19 @@ def test_api_key_never_reaches_outputs_or_logs(tmp_path):
         )  # fmt: skip
     assert_one_line_error(result, "rejected the API key", "re-run to resume")
     assert "[redacted]" in result.stderr  # the endpoint echoed the key; we did not
-    with LocalEndpoint(api_key=API_KEY, faults=["500", "length", "refusal"]) as endpoint:
+    with LocalEndpoint(api_key=API_KEY, faults=["400"], batch_faults=["error"]) as endpoint:
         result2 = run_command(
             sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
             "--limit", "2", "--base-url", endpoint.base_url, "--backend", "batch", "--poll-interval", "0.05",
         )  # fmt: skip
     assert result2.returncode == 0, result2.stderr
-    texts = [result.stdout, result.stderr, result2.stdout, result2.stderr]
+    with LocalEndpoint(api_key=API_KEY, faults=["400"]) as endpoint:
+        result3 = run_command(
+            sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
+            "--limit", "3", "--base-url", endpoint.base_url,
+        )  # fmt: skip
+    assert result3.returncode == 1 and "rejected by the endpoint" in result3.stdout
+    texts = [result3.stdout, result3.stderr, result.stdout, result.stderr, result2.stdout, result2.stderr]
     texts += [p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file()]
     assert len(texts) > 10
     assert not any(API_KEY in text for text in texts)
@@ -279,6 +308,7 @@ def test_missing_key(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("url", "needle"),
     [("localhost:8000", "not an http(s) URL"), ("ftp://example.org/v1", "not an http(s) URL"),
+     ("http://[::1", "not an http(s) URL"), ("http://127.0.0.1:99999/v1", "not an http(s) URL"),
      ("http://127.0.0.1:9/v1", "cannot reach")],
 )  # fmt: skip
 def test_bad_base_url(tmp_path, url, needle):
@@ -371,3 +401,43 @@ def test_help_explains_backends_modes_and_resume(capsys):
     for needle in ("--backend", "batch", "labels", "per-image", "--concurrency", "--rpm", "--tpm", "resume",
                    "OPENAI_API_KEY", "--max-attempts", "--prices"):  # fmt: skip
         assert needle in text, needle
+
+
+def test_changed_settings_are_accepted_while_nothing_was_generated(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(
+        '{"model": "gpt-4o-typo", "mode": "per-question", "prompts": "x", "split": "val"}'
+    )
+    summary = run(None, out, limit=1, backend="labels", base_url=None)
+    assert summary.ok and json.loads((out / "run.json").read_text())["model"] == "labels"
+
+
+def test_two_runs_on_one_folder_are_refused(tmp_path):
+    from facellm.ledger import Ledger
+
+    out = tmp_path / "out"
+    run(None, out, limit=1, backend="labels", base_url=None)
+    with Ledger(out / "ledger.jsonl"):
+        result = run_command(
+            "python",
+            "fairfacegpt.py",
+            "--fairface-root",
+            str(SAMPLE_FACES),
+            "--out",
+            str(out),
+            "--backend",
+            "labels",
+        )
+    assert_one_line_error(result, "ledger.jsonl", "in use by another run")
+
+
+def test_an_image_listed_twice_is_refused(tmp_path):
+    root = copy_faces(tmp_path)
+    csv = root / "fairface_label_val.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([*lines, lines[3]]) + "\n")
+    result = run_command(
+        "python", "fairfacegpt.py", "--fairface-root", str(root), "--out", str(tmp_path / "o")
+    )
+    assert_one_line_error(result, f"fairface_label_val.csv:{len(lines) + 1}", "listed twice", "line 4")
