@@ -372,12 +372,8 @@ def test_out_that_is_a_file(tmp_path):
     assert_one_line_error(result, str(tmp_path / "out"), "not a folder")
 
 
-def test_corrupt_registry_in_out_is_named_and_ledger_kept(tmp_path):
-    out = tmp_path / "o"
-    run(None, out, limit=1, backend="labels", base_url=None)
-    ledger_before = (out / "ledger.jsonl").read_text()
-    (out / "dataset_info.json").write_text("{torn")
-    result = run_command(
+def labels_cli(out):
+    return run_command(
         "python",
         "fairfacegpt.py",
         "--fairface-root",
@@ -387,6 +383,14 @@ def test_corrupt_registry_in_out_is_named_and_ledger_kept(tmp_path):
         "--backend",
         "labels",
     )
+
+
+def test_corrupt_registry_in_out_is_named_and_ledger_kept(tmp_path):
+    out = tmp_path / "o"
+    run(None, out, limit=1, backend="labels", base_url=None)
+    ledger_before = (out / "ledger.jsonl").read_text()
+    (out / "dataset_info.json").write_text("{torn")
+    result = labels_cli(out)
     assert_one_line_error(result, "dataset_info.json", "corrupt JSON")
     assert (out / "ledger.jsonl").read_text() == ledger_before
 
@@ -419,16 +423,7 @@ def test_two_runs_on_one_folder_are_refused(tmp_path):
     out = tmp_path / "out"
     run(None, out, limit=1, backend="labels", base_url=None)
     with Ledger(out / "ledger.jsonl"):
-        result = run_command(
-            "python",
-            "fairfacegpt.py",
-            "--fairface-root",
-            str(SAMPLE_FACES),
-            "--out",
-            str(out),
-            "--backend",
-            "labels",
-        )
+        result = labels_cli(out)
     assert_one_line_error(result, "ledger.jsonl", "in use by another run")
 
 
