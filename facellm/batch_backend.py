@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import openai
 from tqdm import tqdm
@@ -22,17 +23,16 @@ from tqdm import tqdm
 from facellm.cli import FaceLLMError
 from facellm.fairface import FaceRecord
 from facellm.files import read_json, write_json_atomic, write_text_atomic
-from facellm.ledger import DONE, Ledger
+from facellm.ledger import DONE
 from facellm.openai_backend import (
-    Redactor,
+    RemoteBackend,
     carry_forward,
     failure_entries,
     judge_response,
     ledger_entry,
     transient_reason,
 )
-from facellm.prompts import PromptSet
-from facellm.qa_requests import BadImage, Job, Settings, image_data_url, request_body
+from facellm.qa_requests import BadImage, Job, image_data_url, request_body
 from facellm.rate_limit import backoff_delay, retry_after_seconds
 
 ENDPOINT = "/v1/chat/completions"
@@ -44,41 +44,19 @@ def custom_id(job: Job) -> str:
     return f"{job.face.file}{SEPARATOR}{','.join(a.key for a in job.aspects)}"
 
 
-class BatchBackend:
-    name = "batch"
+@dataclass(kw_only=True)
+class BatchBackend(RemoteBackend):
+    name: ClassVar[str] = "batch"
+    folder: Path  # request files, downloaded results and state.json
+    poll_interval: float
+    max_requests: int
+    max_bytes: int
+    faces: dict[str, FaceRecord] = field(default_factory=dict, init=False)
+    bad_images: set[str] = field(default_factory=set, init=False)
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        prompts: PromptSet,
-        settings: Settings,
-        ledger: Ledger,
-        image_root: Path,
-        folder: Path,
-        redact: Redactor,
-        max_attempts: int,
-        max_retries: int,
-        poll_interval: float,
-        max_requests: int,
-        max_bytes: int,
-        on_item: Callable[[dict], None] = lambda entry: None,
-    ):
-        self.client = client
-        self.prompts = prompts
-        self.settings = settings
-        self.ledger = ledger
-        self.image_root = image_root
-        self.folder = folder
-        self.redact = redact
-        self.max_attempts = max_attempts
-        self.max_retries = max_retries
-        self.poll_interval = poll_interval
-        self.max_requests = max_requests
-        self.max_bytes = max_bytes
-        self.on_item = on_item
-        self.state_path = folder / "state.json"
-        self.faces: dict[str, FaceRecord] = {}
-        self.bad_images: set[str] = set()
+    @property
+    def state_path(self) -> Path:
+        return self.folder / "state.json"
 
     # -- state -------------------------------------------------------------------------------------------
     def _load_state(self) -> dict:

@@ -176,38 +176,21 @@ async def _run_remote(
     client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout)
     try:
         await preflight(client, settings.model, redact, lambda text: tqdm.write(text, file=sys.stderr))
+        shared = dict(
+            client=client, prompts=prompts, settings=settings, ledger=ledger, image_root=image_root,
+            redact=redact, max_attempts=config.max_attempts, max_retries=config.max_retries, on_item=on_item,
+        )  # fmt: skip
         if config.backend == "batch":
             from facellm.batch_backend import BatchBackend
 
             backend = BatchBackend(
-                client,
-                prompts,
-                settings,
-                ledger,
-                image_root,
-                config.out / "batch",
-                redact,
-                max_attempts=config.max_attempts,
-                max_retries=config.max_retries,
-                poll_interval=config.poll_interval,
-                max_requests=config.batch_max_requests,
-                max_bytes=config.batch_max_bytes,
-                on_item=on_item,
-            )
+                **shared, folder=config.out / "batch", poll_interval=config.poll_interval,
+                max_requests=config.batch_max_requests, max_bytes=config.batch_max_bytes,
+            )  # fmt: skip
             await backend.run(jobs, all_faces if all_faces is not None else [job.face for job in jobs])
         else:
             backend = OpenAIBackend(
-                client,
-                prompts,
-                settings,
-                ledger,
-                image_root,
-                RateLimiter(config.rpm, config.tpm),
-                redact,
-                timeout=config.timeout,
-                max_attempts=config.max_attempts,
-                max_retries=config.max_retries,
-                on_item=on_item,
+                **shared, limiter=RateLimiter(config.rpm, config.tpm), timeout=config.timeout
             )
             await backend.run(jobs, config.concurrency)
     finally:

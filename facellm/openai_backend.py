@@ -13,9 +13,10 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import openai
 
@@ -127,35 +128,27 @@ class Counters:
     retries: int = 0
 
 
-class OpenAIBackend:
-    name = "openai"
+@dataclass(kw_only=True)
+class RemoteBackend:
+    """What the live and the batch backends share: the endpoint, what to ask, and where answers go."""
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        prompts: PromptSet,
-        settings: Settings,
-        ledger: Ledger,
-        image_root: Path,
-        limiter: RateLimiter,
-        redact: Redactor,
-        timeout: float,
-        max_attempts: int,
-        max_retries: int,
-        on_item: Callable[[dict], None] = lambda entry: None,
-    ):
-        self.client = client
-        self.prompts = prompts
-        self.settings = settings
-        self.ledger = ledger
-        self.image_root = image_root
-        self.limiter = limiter
-        self.redact = redact
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.max_retries = max_retries
-        self.on_item = on_item
-        self.counters = Counters()
+    client: openai.AsyncOpenAI
+    prompts: PromptSet
+    settings: Settings
+    ledger: Ledger
+    image_root: Path
+    redact: Redactor
+    max_attempts: int  # answers an item may get before it is recorded as failed
+    max_retries: int  # transport retries per request
+    on_item: Callable[[dict], None] = lambda entry: None
+
+
+@dataclass(kw_only=True)
+class OpenAIBackend(RemoteBackend):
+    name: ClassVar[str] = "openai"
+    limiter: RateLimiter
+    timeout: float
+    counters: Counters = field(default_factory=Counters, init=False)
 
     def _record(self, entry: dict) -> None:
         if entry["reason"]:
