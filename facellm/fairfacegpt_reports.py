@@ -170,7 +170,7 @@ def _plot(tables: dict[str, list[dict]], path: Path) -> None:
 
     figure, axes = plt.subplots(2, 3, figsize=(15, 7), constrained_layout=True)
     for column, (attribute, rows) in enumerate(tables.items()):
-        names = [str(row[attribute]).replace("_", " ") for row in rows]
+        names = [f"{str(row[attribute]).replace('_', ' ')} (n={row['images']})" for row in rows]
         axes[0][column].bar(names, [row["mean_answer_words"] or 0 for row in rows], color="#4c72b0")
         axes[0][column].set_title(f"mean answer words by {attribute}")
         positions = range(len(rows))
@@ -187,6 +187,8 @@ def _plot(tables: dict[str, list[dict]], path: Path) -> None:
             label="failure",
         )
         axes[1][column].set_xticks(list(positions), names)
+        highest = max([100 * (row[k] or 0) for row in rows for k in ("refusal_rate", "failure_rate")])
+        axes[1][column].set_ylim(0, max(5.0, 1.2 * highest))  # rates of 0 % sit on the axis, not mid-plot
         axes[1][column].set_title(f"refusal / failure rate (%) by {attribute}")
         axes[1][column].legend()
         for axis in (axes[0][column], axes[1][column]):
