@@ -71,6 +71,8 @@ class Summary:
     done: int = 0
     failed: int = 0
     skipped: int = 0  # already done before this run
+    requests: int | None = None  # sent by the live backend, retries included
+    retries: int | None = None
     failed_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -192,7 +194,7 @@ async def _run_remote(
             backend = OpenAIBackend(
                 **shared, limiter=RateLimiter(config.rpm, config.tpm), timeout=config.timeout
             )
-            await backend.run(jobs, config.concurrency)
+            return await backend.run(jobs, config.concurrency)
     finally:
         await client.close()
 
@@ -250,9 +252,11 @@ def generate(config: Config) -> Summary:
             if config.backend == "labels":
                 _run_labels(jobs, settings, ledger, on_item)
             elif jobs:
-                asyncio.run(
+                counters = asyncio.run(
                     _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
                 )
+                if counters is not None:
+                    summary.requests, summary.retries = counters.requests, counters.retries
         except KeyboardInterrupt:
             bar.close()
             raise FaceLLMError(
@@ -294,6 +298,7 @@ def _print_summary(summary: Summary, records: int, dataset_path, info_path, imag
     print(
         f"{records} QA pairs about {summary.images} images -> {dataset_path} (registered in {info_path})\n"
         f"this run: {summary.done} done, {summary.failed} failed, {summary.skipped} already done before"
+        + (f"; {summary.requests} requests sent ({summary.retries} retried)" if summary.requests else "")
     )
     for reason, count in summary.failed_by_reason.items():
         print(f"  failed: {count} x {reason}")

@@ -122,10 +122,8 @@ def transient_reason(error: Exception) -> str | None:
 
 @dataclass
 class Counters:
-    done: int = 0
-    failed: int = 0
-    requests: int = 0
-    retries: int = 0
+    requests: int = 0  # sent, retries included
+    retries: int = 0  # transport retries (429, 5xx, timeouts, ...)
 
 
 @dataclass(kw_only=True)
@@ -155,10 +153,6 @@ class OpenAIBackend(RemoteBackend):
             entry["reason"] = self.redact(entry["reason"])[:300]
         carry_forward(entry, self.ledger.get(entry["image"], entry["aspect"]))
         self.ledger.append(entry)
-        if entry["status"] == DONE:
-            self.counters.done += 1
-        else:
-            self.counters.failed += 1
         self.on_item(entry)
 
     async def run(self, jobs: list[Job], concurrency: int) -> Counters:

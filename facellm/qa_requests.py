@@ -22,7 +22,6 @@ from facellm.prompts import Aspect, PromptSet
 
 MODES = ("per-question", "per-image")
 IMAGE_TOKENS_ESTIMATE = 255  # gpt-4o, one 512-px tile: what a 224-px FairFace crop costs
-RETRYABLE_REASONS = ("empty answer", "refusal", "truncated (finish_reason length)", "malformed JSON answer")
 
 
 @dataclass(frozen=True)

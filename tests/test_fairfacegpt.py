@@ -108,6 +108,7 @@ def test_every_fault_is_survived_and_counted(tmp_path):
         summary = run(endpoint, out, limit=2, concurrency=4, timeout=1.0, max_attempts=4)
         assert len(endpoint.chat_requests()) == 16 + len(faults)
     assert summary.ok and summary.done == 16
+    assert (summary.requests, summary.retries) == (16 + len(faults), 7)  # 7 transport faults, 3 bad answers
     lines = ledger_lines(out)
     assert len(lines) == 16 and all(line["status"] == "done" for line in lines)
     assert sum(line["attempts"] for line in lines) == 16 + len(faults)
