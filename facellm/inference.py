@@ -1,23 +1,29 @@
-"""Answering questions about face images with an InternVL3-hf model (a merged FaceLLM export or a base model).
+"""Answering questions about face images with an InternVL3-hf model: a merged FaceLLM export, a hub id, or a
+LoRA adapter folder (loaded on top of the base model it names).
 
 One class, `FaceLLMModel`, used by `inference.py` and by the VLMEvalKit plug-in. It loads the model with
 transformers' native InternVL classes (no remote code) and prompts it exactly as LLaMA-Factory's `intern_vl`
-template did during training: same system prompt, one image placeholder per image, no image tiling.
+template did during training: same system prompt, one image placeholder per image, tiling as the image
+processor's config says. Several prompts are answered in one left-padded batch by `generate_batch`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from facellm.cli import FaceLLMError
+from facellm.files import read_json
+from facellm.images import TRAINING_MAX_PIXELS, load_image
 
 DEFAULT_MODEL = "Idiap/FaceLLM-1B"
 TRAINING_TEMPLATE = "intern_vl"
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def training_system_prompt(template: str = TRAINING_TEMPLATE) -> str:
@@ -28,17 +34,25 @@ def training_system_prompt(template: str = TRAINING_TEMPLATE) -> str:
     return TEMPLATES[template].default_system or ""
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB image with its EXIF orientation applied; a clear error for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FaceLLMError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise FaceLLMError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]:
+    """(model to load, LoRA adapter folder or None) for MODEL: a merged model folder, an adapter folder
+    (its base comes from adapter_config.json unless BASE is given), or a hub id."""
+    path = Path(model)
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            config = read_json(path / "adapter_config.json")
+            named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+            if not (base or named):
+                raise FaceLLMError(f"{path}: adapter_config.json names no base model; pass --base")
+            return str(base or named), str(path)
+        if (path / "config.json").is_file():
+            return str(path), None
+        raise FaceLLMError(
+            f"{path}: neither a model (no config.json) nor a LoRA adapter (no adapter_config.json)"
+        )
+    if path.exists():
+        raise FaceLLMError(f"{path}: not a model folder")
+    return model, None
 
 
 @dataclass
@@ -57,6 +71,8 @@ class FaceLLMModel:
         dtype: str | None = None,
         system: str | None = None,
         max_new_tokens: int = 500,
+        base: str | None = None,
+        max_pixels: int | None = TRAINING_MAX_PIXELS,
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -69,32 +85,43 @@ class FaceLLMModel:
                 f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
             ) from None
         dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        if dtype not in DTYPES:
+            raise FaceLLMError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        weights, adapter = resolve_model(model_path, base)
         try:
-            self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=False)
+            # an adapter folder written by LLaMA-Factory carries the processor it trained with
+            has_processor = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
+            self.processor = AutoProcessor.from_pretrained(
+                adapter if has_processor else weights, trust_remote_code=False
+            )
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model_path, dtype=getattr(torch, dtype), trust_remote_code=False
+                weights, dtype=getattr(torch, dtype), trust_remote_code=False
             )
         except (OSError, ValueError) as error:
-            first_line = (
-                str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-            )
-            raise FaceLLMError(f"{model_path}: cannot load model ({first_line})") from None
+            raise FaceLLMError(f"{weights}: cannot load model ({_first_line(error)})") from None
+        if adapter:
+            self.model = _merge_adapter(self.model, adapter, weights)
         try:
             self.model.to(self.device).eval()
         except (RuntimeError, AssertionError) as error:
-            raise FaceLLMError(
-                f"device {self.device!r} is not usable here ({str(error).splitlines()[0]})"
-            ) from None
+            raise FaceLLMError(f"device {self.device!r} is not usable here ({_first_line(error)})") from None
+        self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         self.system = training_system_prompt() if system is None else system
         self.max_new_tokens = max_new_tokens
+        self.max_pixels = max_pixels
 
-    def encode(self, parts: list[Part]):
-        """The model inputs (token ids, pixels) for one user turn of interleaved images and texts."""
+    def _image(self, value) -> Image.Image:
+        from facellm.images import downscale, to_rgb
+
+        if isinstance(value, Image.Image):
+            return downscale(to_rgb(value), self.max_pixels)
+        return load_image(value, self.max_pixels)
+
+    def _prompt(self, parts: list[Part]) -> tuple[str, list[Image.Image]]:
         content, images = [], []
         for part in parts:
             if part.kind == "image":
-                image = part.value if isinstance(part.value, Image.Image) else load_image(part.value)
-                images.append(image)
+                images.append(self._image(part.value))
                 content.append({"type": "image"})
             elif part.kind == "text":
                 content.append({"type": "text", "text": str(part.value)})
@@ -103,56 +130,182 @@ class FaceLLMModel:
         messages = [{"role": "user", "content": content}]
         if self.system:
             messages.insert(0, {"role": "system", "content": self.system})
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True), images
+
+    def encode(self, parts: list[Part] | list[list[Part]]):
+        """The model inputs (token ids, pixels) for one user turn of interleaved images and texts, or for a
+        batch of such turns (left-padded)."""
+        batch = parts if parts and isinstance(parts[0], list) else [parts]
+        texts, images = [], []
+        for turn in batch:
+            text, turn_images = self._prompt(turn)
+            texts.append(text)
+            images.extend(turn_images)
         # LLaMA-Factory tiles images only as the image processor's own config says (InternVLProcessor
         # would always tile); following that config shows the model what it was trained on.
         tiling = {"crop_to_patches": bool(getattr(self.processor.image_processor, "crop_to_patches", False))}
-        return self.processor(images=images or None, text=[text], return_tensors="pt", images_kwargs=tiling)
+        return self.processor(
+            images=images or None, text=texts, return_tensors="pt", padding=True, images_kwargs=tiling
+        )
 
-    def generate(self, parts: list[Part], max_new_tokens: int | None = None) -> str:
-        """Greedy answer to one user turn made of interleaved images and texts."""
+    def generate_batch(
+        self,
+        batch: list[list[Part]],
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        streamer=None,
+    ) -> list[tuple[str, int]]:
+        """(answer, generated token count) for each user turn of BATCH, in one forward pass per token.
+        Greedy unless TEMPERATURE > 0."""
         import torch
 
-        inputs = self.encode(parts).to(self.device)
+        inputs = self.encode(batch).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        sampling = (
+            {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        )
         with torch.inference_mode():
             output = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False
+                **inputs, max_new_tokens=max_new_tokens or self.max_new_tokens, streamer=streamer, **sampling
             )
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        stop = {
+            self.model.generation_config.pad_token_id,
+            *_as_list(self.model.generation_config.eos_token_id),
+        }
+        results = []
+        for row in new_tokens.tolist():
+            length = next((i + 1 for i, token in enumerate(row) if token in stop), len(row))
+            results.append((self.processor.decode(row, skip_special_tokens=True).strip(), length))
+        return results
 
-    def answer(self, image: str | os.PathLike | Image.Image, prompt: str) -> str:
-        return self.generate([Part("image", image), Part("text", prompt)])
+    def generate(self, parts: list[Part], max_new_tokens: int | None = None, temperature: float = 0.0) -> str:
+        """The answer to one user turn made of interleaved images and texts (greedy by default)."""
+        return self.generate_batch([parts], max_new_tokens, temperature)[0][0]
+
+    def answer(self, image: str | os.PathLike | Image.Image, prompt: str, **options) -> str:
+        return self.generate([Part("image", image), Part("text", prompt)], **options)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _merge_adapter(model, adapter: str, base: str):
+    """BASE with the LoRA ADAPTER merged in (the same weights export.sh would write)."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError, AttributeError) as error:
+        raise FaceLLMError(
+            f"{adapter}: this adapter does not fit the base model {base} ({_first_line(error)})"
+        ) from None
+
+
+def _loader(max_pixels: int | None, crop: bool):
+    """Path -> the image the model sees: decoded, upright, RGB, FairFace-cropped when asked, downscaled."""
+    from facellm.images import downscale
+
+    def load(path) -> Image.Image:
+        image = load_image(path)
+        if crop:
+            from facellm.face_crop import crop_face
+
+            image, box = crop_face(image)
+            if box is None:
+                print(f"note: {path}: no face found, using the whole image", file=sys.stderr)
+        return downscale(image, max_pixels)
+
+    return load
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python inference.py",
-        description="Ask a FaceLLM (or any InternVL3-hf) model a question about a face image.",
+        description="Ask a FaceLLM (or any InternVL3-hf) model about a face image, or about every image of "
+        "a folder or list (batch mode: one JSONL line per image, resumable).",
     )
-    parser.add_argument("--path_image", required=True, help="face image file (JPEG, PNG, ...)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--path_image", help="one face image (JPEG, PNG, WebP, TIFF, ...)")
+    source.add_argument("--images", type=Path, help="batch mode: a folder of images, a .txt or a .jsonl list")
     parser.add_argument("--prompt", default="Describe this face in detail.", help="question to ask")
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="merged model folder written by export.sh, or a hub id (default: %(default)s)",
+        help="merged model folder (export.sh), LoRA adapter folder (train.sh output; loaded on its base "
+        "model), or hub id (default: %(default)s)",
     )
+    parser.add_argument("--base", default=None, help="base model of an adapter (default: the one it names)")
     parser.add_argument("--max-new-tokens", type=int, default=500, help="answer length limit (default: 500)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     parser.add_argument(
-        "--system",
-        default=None,
-        help="system prompt (default: the one LLaMA-Factory's intern_vl template used in training)",
+        "--system", default=None, help="system prompt (default: the intern_vl one used in training)"
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default=None, help="default: bfloat16 on CUDA, float32 on CPU"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=TRAINING_MAX_PIXELS,
+        help="larger images are first downscaled to this many pixels, as in training "
+        "(default: %(default)s; 0 keeps them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--crop-face", action="store_true",
+        help="crop the largest face with FairFace's margin (0.25) first; the whole image when none is found",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path, default=None, help="batch mode: answers JSONL (required)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch mode: images per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="batch mode: no progress bar")
     args = parser.parse_args(argv)
     if args.max_new_tokens < 1:
         parser.error("--max-new-tokens must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.temperature < 0:
+        parser.error("--temperature must be 0 or more")
     if not args.prompt.strip():
         raise FaceLLMError("--prompt is empty")
-    image = load_image(args.path_image)  # fail on a bad image before spending time loading the model
-    model = FaceLLMModel(
-        args.model, device=args.device, system=args.system, max_new_tokens=args.max_new_tokens
-    )
-    print(model.answer(image, args.prompt))
+    load = _loader(args.max_pixels or None, args.crop_face)
+    options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+
+    if args.images is not None:
+        from facellm.batch_inference import list_items, run_batch
+
+        if args.output is None:
+            raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
+        items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
+        model = _model(args)
+        done, failed, skipped = run_batch(
+            model, items, args.output, args.batch_size, load, progress=not args.no_progress, **options
+        )
+        print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
+        if failed:
+            sys.exit(1)
+        return
+
+    image = load(args.path_image)  # fail on a bad image before spending time loading the model
+    model = _model(args)
+    parts = [Part("image", image), Part("text", args.prompt)]
+    if args.stream:
+        from transformers import TextStreamer
+
+        streamer = TextStreamer(model.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        model.generate_batch([parts], streamer=streamer, **options)
+    else:
+        print(model.generate(parts, **options))
+
+
+def _model(args) -> FaceLLMModel:
+    return FaceLLMModel(
+        args.model, device=args.device, dtype=args.dtype, system=args.system,
+        max_new_tokens=args.max_new_tokens, base=args.base, max_pixels=args.max_pixels or None,
+    )  # fmt: skip

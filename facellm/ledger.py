@@ -19,14 +19,12 @@ from facellm.cli import FaceLLMError
 DONE, FAILED = "done", "failed"
 
 
-def item_key(image: str, aspect: str) -> tuple[str, str]:
-    return (image, aspect)
-
-
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key_fields: tuple[str, ...] = ("image", "aspect")):
+        """KEY_FIELDS name the entry fields that identify an item (FairFaceGPT: image and aspect)."""
         self.path = path
-        self.entries: dict[tuple[str, str], dict] = {}
+        self.key_fields = key_fields
+        self.entries: dict[tuple, dict] = {}
         self.torn_lines = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = path.open("a", encoding="utf-8")
@@ -49,7 +47,7 @@ class Ledger:
                 continue
             try:
                 entry = json.loads(line)
-                key = item_key(entry["image"], entry["aspect"])
+                key = self.key(entry)
                 status = entry["status"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise FaceLLMError(
@@ -58,19 +56,22 @@ class Ledger:
             if status == DONE or self.entries.get(key, {}).get("status") != DONE:
                 self.entries[key] = entry
 
-    def status(self, image: str, aspect: str) -> str | None:
-        entry = self.entries.get(item_key(image, aspect))
+    def key(self, entry: dict) -> tuple:
+        return tuple(entry[field] for field in self.key_fields)
+
+    def status(self, *key: str) -> str | None:
+        entry = self.entries.get(key)
         return entry["status"] if entry else None
 
-    def is_done(self, image: str, aspect: str) -> bool:
-        return self.status(image, aspect) == DONE
+    def is_done(self, *key: str) -> bool:
+        return self.status(*key) == DONE
 
-    def get(self, image: str, aspect: str) -> dict | None:
-        return self.entries.get(item_key(image, aspect))
+    def get(self, *key: str) -> dict | None:
+        return self.entries.get(key)
 
     def append(self, entry: dict) -> None:
         """Record one finished item. Flushed at once, so a killed process loses at most the item in flight."""
-        key = item_key(entry["image"], entry["aspect"])
+        key = self.key(entry)
         if self.entries.get(key, {}).get("status") == DONE:
             return  # done is final: never a second copy
         self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")

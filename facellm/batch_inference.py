@@ -1,0 +1,118 @@
+"""Answering many images with one model load: inputs from a folder or a list, answers to a JSONL file.
+
+Inputs: a folder (its image files, sorted), a `.txt` list (one path per line, `#` comments), or a `.jsonl`
+list (`{"image": PATH, "prompt": optional}` per line). Paths in a list are relative to the list's folder and
+may not leave it. Each answer is one line of OUT (image, prompt, answer, tokens, latency); an image that
+cannot be read gets a line with its error and the run goes on. Lines already in OUT are skipped, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facellm.cli import FaceLLMError
+from facellm.fairface import resolve_inside
+from facellm.ledger import DONE, FAILED, Ledger
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+KEY_FIELDS = ("image", "prompt")
+
+
+@dataclass(frozen=True)
+class Item:
+    image: str  # as listed: relative to the folder or list
+    path: Path
+    prompt: str
+
+
+def list_items(source: Path, default_prompt: str) -> list[Item]:
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        items = [Item(p.relative_to(source).as_posix(), p, default_prompt) for p in files]
+    elif not source.is_file():
+        raise FaceLLMError(f"{source}: no such folder or list file")
+    elif source.suffix.lower() == ".jsonl":
+        items = list(_jsonl_items(source, default_prompt))
+    else:
+        items = list(_text_items(source, default_prompt))
+    if not items:
+        raise FaceLLMError(f"{source}: no images to answer")
+    return items
+
+
+def _text_items(source: Path, prompt: str):
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield Item(line, resolve_inside(source.parent, line, f"{source}:{number}"), prompt)
+
+
+def _jsonl_items(source: Path, default_prompt: str):
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise FaceLLMError(f"{source}:{number}: not a JSON line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+            raise FaceLLMError(f'{source}:{number}: expected {{"image": PATH, "prompt": optional}}')
+        prompt = row.get("prompt") or default_prompt
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise FaceLLMError(f"{source}:{number}: the prompt is empty")
+        yield Item(row["image"], resolve_inside(source.parent, row["image"], f"{source}:{number}"), prompt)
+
+
+def run_batch(
+    model,
+    items: list[Item],
+    out: Path,
+    batch_size: int,
+    load: Callable[[Path], object],
+    progress: bool = True,
+    **generation,
+) -> tuple[int, int, int]:
+    """Answer every item not yet in OUT, BATCH_SIZE images per forward pass. Returns (done, failed,
+    skipped). LOAD turns a path into the image the model sees (decoding, cropping)."""
+    from facellm.inference import Part
+
+    done = failed = 0
+    with Ledger(out, key_fields=KEY_FIELDS) as ledger:
+        todo = [item for item in items if ledger.status(item.image, item.prompt) is None]
+        skipped = len(items) - len(todo)
+        bar = tqdm(
+            total=len(todo), desc="answering", unit="image", disable=not progress or None, file=sys.stderr
+        )
+        for start in range(0, len(todo), batch_size):
+            ready = []
+            for item in todo[start : start + batch_size]:
+                try:
+                    ready.append((item, load(item.path)))
+                except FaceLLMError as error:  # recorded, and the run goes on
+                    line = {"image": item.image, "prompt": item.prompt, "status": FAILED, "answer": None}
+                    ledger.append({**line, "tokens": 0, "latency_s": 0.0, "error": str(error)})
+                    failed += 1
+                    bar.update(1)
+            if not ready:
+                continue
+            began = time.perf_counter()
+            answers = model.generate_batch(
+                [[Part("image", image), Part("text", item.prompt)] for item, image in ready], **generation
+            )
+            latency = (time.perf_counter() - began) / len(ready)
+            for (item, _), (answer, tokens) in zip(ready, answers, strict=True):
+                line = {"image": item.image, "prompt": item.prompt, "status": DONE, "answer": answer}
+                ledger.append({**line, "tokens": tokens, "latency_s": round(latency, 4), "error": None})
+                done += 1
+            bar.update(len(ready))
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.close()
+    return done, failed, skipped
