@@ -154,9 +154,10 @@ class FaceLLMModel:
         max_new_tokens: int | None = None,
         temperature: float = 0.0,
         streamer=None,
+        **generate_options,
     ) -> list[tuple[str, int]]:
         """(answer, generated token count) for each user turn of BATCH, in one forward pass per token.
-        Greedy unless TEMPERATURE > 0."""
+        Greedy unless TEMPERATURE > 0; GENERATE_OPTIONS go to transformers' `generate` as they are."""
         import torch
 
         inputs = self.encode(batch).to(self.device)
@@ -167,7 +168,11 @@ class FaceLLMModel:
         )
         with torch.inference_mode():
             output = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens or self.max_new_tokens, streamer=streamer, **sampling
+                **inputs,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                streamer=streamer,
+                **sampling,
+                **generate_options,
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         stop = {
@@ -180,9 +185,15 @@ class FaceLLMModel:
             results.append((self.processor.decode(row, skip_special_tokens=True).strip(), length))
         return results
 
-    def generate(self, parts: list[Part], max_new_tokens: int | None = None, temperature: float = 0.0) -> str:
+    def generate(
+        self,
+        parts: list[Part],
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        **generate_options,
+    ) -> str:
         """The answer to one user turn made of interleaved images and texts (greedy by default)."""
-        return self.generate_batch([parts], max_new_tokens, temperature)[0][0]
+        return self.generate_batch([parts], max_new_tokens, temperature, **generate_options)[0][0]
 
     def answer(self, image: str | os.PathLike | Image.Image, prompt: str, **options) -> str:
         return self.generate([Part("image", image), Part("text", prompt)], **options)

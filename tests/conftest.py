@@ -20,6 +20,28 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-internvl3")
 
 
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
+    """(LoRA adapter, its merged export): the tiny model trained for 128 steps on the labels dataset of the
+    sample faces, so that its answers differ from image to image."""
+    from facellm.fairfacegpt import Config, generate
+
+    work = tmp_path_factory.mktemp("trained")
+    generate(Config(SAMPLE_FACES, work / "data", backend="labels", progress=False))
+    train = run_command(
+        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
+        f"dataset_dir={work / 'data'}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
+        f"output_dir={work / 'lora'}", "num_train_epochs=2", "save_steps=1000", "plot_loss=false",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    export = run_command(
+        "bash", "export.sh", "--base", str(tiny_model), "--adapter", str(work / "lora"),
+        "--out", str(work / "merged"), "--dtype", "float32",
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-3000:]
+    return work / "lora", work / "merged"
+
+
 def run_command(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a top-level command the way a user would, with this environment's tools on PATH."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -49,9 +49,7 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert image.mode == "I;16"
     rgb = _roundtrip(image, "PNG", tmp_path)
     assert [rgb.getpixel(p)[0] for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 64, 128, 255]
-    assert (
-        to_rgb(Image.fromarray(np.array([[5, 10]], dtype=np.int32))).getpixel((1, 0)) == (255,) * 3
-    )
+    assert to_rgb(Image.fromarray(np.array([[5, 10]], dtype=np.int32))).getpixel((1, 0)) == (255,) * 3
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -130,3 +130,69 @@ def test_cli_bad_inputs(tmp_path):
     assert_one_line_error(result, str(tmp_path), "neither a model", "nor a LoRA adapter")
     result = run_command("python", "inference.py", "--path_image", str(FACE), "--prompt", "  ")
     assert_one_line_error(result, "--prompt is empty")
+
+
+def test_adapter_folder_answers_as_its_merged_export(trained_tiny, model):
+    adapter, merged = trained_tiny
+    question = "Describe this face in detail."
+    via_adapter = FaceLLMModel(str(adapter), max_new_tokens=12).answer(FACE, question)
+    assert via_adapter == FaceLLMModel(str(merged), max_new_tokens=12).answer(FACE, question)
+    assert via_adapter != model.answer(FACE, question, max_new_tokens=12)  # the adapter changed the model
+
+
+def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path):
+    adapter, _ = trained_tiny
+    wrong = tmp_path / "wrong-adapter"
+    shutil.copytree(adapter, wrong)
+    config = json.loads((wrong / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "no-such-base")
+    (wrong / "adapter_config.json").write_text(json.dumps(config))
+    result = run_command("python", "inference.py", "--model", str(wrong), "--path_image", str(FACE))
+    assert_one_line_error(result, "no-such-base", "cannot load model")
+
+
+def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(trained_tiny, model):
+    import torch
+
+    faces = sorted((SAMPLE_FACES / "fairface-img-margin025-trainval" / "val").glob("*.jpg"))[:4]
+    prompts = [
+        "Describe this face in detail.",
+        "What can you tell about the apparent age, gender and ethnicity?",
+    ]
+    turns = [[Part("image", face), Part("text", prompts[i % 2])] for i, face in enumerate(faces)]
+    for engine in (model, FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8)):
+        batched = engine.generate_batch(turns)
+        assert [answer for answer, _ in batched] == [engine.generate(turn) for turn in turns]
+        assert all(0 < tokens <= 8 for _, tokens in batched)
+        # rows of different lengths, left-padded: each row's next-token logits are those it has alone
+        with torch.inference_mode():
+            together = engine.model(**engine.encode(turns)).logits[:, -1]
+            alone = torch.cat([engine.model(**engine.encode(turn)).logits[:, -1] for turn in turns])
+        assert engine.encode(turns)["attention_mask"].min() == 0  # padding really happened
+        assert torch.allclose(together, alone, atol=1e-4), (together - alone).abs().max()
+
+
+def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny):
+    import torch
+
+    model, tiny_model = FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8), trained_tiny[1]
+    torch.manual_seed(1)
+    first = model.answer(FACE, "Describe this face in detail.", temperature=1.5)
+    torch.manual_seed(1)
+    assert model.answer(FACE, "Describe this face in detail.", temperature=1.5) == first
+    result = run_command(
+        "python", "inference.py", "--model", str(tiny_model), "--path_image", str(FACE), "--stream",
+        "--max-new-tokens", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == model.answer(FACE, "Describe this face in detail.")
+    assert result.stdout.strip()  # a trained model says something
+
+
+def test_crop_face_without_a_face_says_so_and_answers(trained_tiny):
+    result = run_command(
+        "python", "inference.py", "--model", str(trained_tiny[1]), "--path_image", str(FACE), "--crop-face",
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no face found, using the whole image" in result.stderr and result.stdout.strip()

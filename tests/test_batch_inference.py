@@ -1,0 +1,95 @@
+"""Batch mode of inference.py: folders and lists in, one JSONL line per image out, resumable."""
+
+import json
+import shutil
+
+import pytest
+
+from facellm.batch_inference import list_items
+from facellm.cli import FaceLLMError
+from facellm.inference import FaceLLMModel, Part
+from tests.conftest import SAMPLE_FACES, assert_one_line_error, run_command
+
+FACES = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name in ("1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg"):
+        shutil.copy(FACES / name, images / name)
+    (images / "broken.jpg").write_bytes((FACES / "6.jpg").read_bytes()[:400])  # truncated
+    (images / "notes.txt").write_text("not listed: not an image suffix")
+    return images
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def batch_cli(tiny_model, source, out, *extra):
+    return run_command(
+        "python", "inference.py", "--model", str(tiny_model), "--images", str(source), "--output", str(out),
+        "--max-new-tokens", "8", "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, folder, tmp_path):
+    tiny_model = trained_tiny[1]
+    out = tmp_path / "answers.jsonl"
+    first = batch_cli(tiny_model, folder, out, "--batch-size", "4")
+    assert first.returncode == 1, first.stderr  # one image failed
+    assert "5 answered, 1 failed, 0 already" in first.stdout
+    rows = {row["image"]: row for row in lines(out)}
+    assert set(rows) == {"1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg", "broken.jpg"}
+    assert rows["broken.jpg"]["status"] == "failed" and "unreadable image" in rows["broken.jpg"]["error"]
+    good = [row for row in rows.values() if row["status"] == "done"]
+    assert all(row["answer"] and row["tokens"] > 0 and row["latency_s"] > 0 for row in good)
+    # the batched answers are the one-at-a-time greedy answers
+    model = FaceLLMModel(str(tiny_model), max_new_tokens=8)
+    assert rows["3.jpg"]["answer"] == model.generate(
+        [Part("image", FACES / "3.jpg"), Part("text", good[0]["prompt"])]
+    )
+
+    shutil.copy(FACES / "7.jpg", folder / "7.jpg")
+    again = batch_cli(tiny_model, folder, out)
+    assert "1 answered, 0 failed, 6 already" in again.stdout
+    assert len(lines(out)) == 7
+
+
+def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path):
+    listing = tmp_path / "list.jsonl"
+    shutil.copy(FACES / "1.jpg", tmp_path / "a.jpg")
+    listing.write_text('{"image": "a.jpg", "prompt": "How old is this person?"}\n{"image": "a.jpg"}\n')
+    result = batch_cli(tiny_model, listing, tmp_path / "out.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert [row["prompt"] for row in lines(tmp_path / "out.jsonl")] == [
+        "How old is this person?",
+        "Describe this face in detail.",
+    ]
+    text_list = tmp_path / "list.txt"
+    text_list.write_text("# faces\na.jpg\n")
+    assert [item.image for item in list_items(text_list, "q")] == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"image": "../outside.jpg"}\n', "escapes its root"),
+        ("not json\n", "list.jsonl:1: not a JSON line"),
+        ('{"prompt": "x"}\n', 'list.jsonl:1: expected {"image"'),
+    ],
+)
+def test_bad_list_lines_are_named(tmp_path, content, message):
+    listing = tmp_path / "list.jsonl"
+    listing.write_text(content)
+    with pytest.raises(FaceLLMError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        list_items(listing, "q")
+
+
+def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path):
+    result = run_command("python", "inference.py", "--model", str(tiny_model), "--images", str(FACES))
+    assert_one_line_error(result, "--images needs --output")
+    result = batch_cli(tiny_model, tmp_path / "nowhere", tmp_path / "o.jsonl")
+    assert_one_line_error(result, "nowhere", "no such folder or list file")
