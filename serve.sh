@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve a FaceLLM model through an OpenAI-compatible API (LLaMA-Factory's `api`): chat completions with
-# images as base64 data URLs or file URLs, usable from curl or the `openai` client.
+# images as base64 data URLs, usable from curl or the `openai` client.
 set -euo pipefail
 
 usage() {
@@ -10,7 +10,7 @@ usage: ./serve.sh [--model DIR|HUB_ID] [--host HOST] [--port PORT] [--name NAME]
   --model MODEL    merged model folder (export.sh) or hub id  (default: saves/export/FaceLLM-1B)
   --host HOST      address to bind; 0.0.0.0 exposes it to the network  (default: 127.0.0.1)
   --port PORT      (default: 8000)
-  --name NAME      model name the API reports and accepts     (default: the model folder's name)
+  --name NAME      model name GET /v1/models reports          (default: the model folder's name)
   --template NAME  LLaMA-Factory chat template                (default: intern_vl)
 
 The API lives at http://HOST:PORT/v1 (GET /v1/models, POST /v1/chat/completions).
@@ -36,6 +36,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# A path that is not there is a missing export, not a hub id (hub ids are ORG/NAME)
+case "$model" in
+  /*|./*|../*|*/*/*) [ -e "$model" ] || { echo "error: $model: no such model folder; merge one with ./export.sh first" >&2; exit 2; } ;;
+esac
 if [ -e "$model" ] && [ ! -f "$model/config.json" ]; then
   if [ -f "$model/adapter_config.json" ]; then
     echo "error: $model: a LoRA adapter; merge it first with ./export.sh, then serve the merged folder" >&2
@@ -48,9 +52,11 @@ case "$port" in ''|*[!0-9]*) echo "error: --port $port is not a number" >&2; exi
 command -v llamafactory-cli >/dev/null || { echo "error: llamafactory-cli not found; run 'make install' and use 'uv run ./serve.sh'" >&2; exit 2; }
 [ "$host" = "127.0.0.1" ] || [ "$host" = "localhost" ] || echo "warning: binding $host exposes the model beyond this machine" >&2
 
+# image_max_pixels: larger photos are shrunk to the 224 x 224 training size first, as inference.py does
 echo "serving $model at http://$host:$port/v1" >&2
 API_HOST=$host API_PORT=$port API_MODEL_NAME=${name:-$(basename "$model")} exec llamafactory-cli api \
   --model_name_or_path "$model" \
   --template "$template" \
   --infer_backend huggingface \
+  --image_max_pixels 50176 \
   --trust_remote_code false

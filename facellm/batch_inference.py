@@ -39,24 +39,29 @@ def list_items(source: Path, default_prompt: str) -> list[Item]:
         items = [Item(p.relative_to(source).as_posix(), p, default_prompt) for p in files]
     elif not source.is_file():
         raise FaceLLMError(f"{source}: no such folder or list file")
-    elif source.suffix.lower() == ".jsonl":
-        items = list(_jsonl_items(source, default_prompt))
+    elif source.suffix.lower() in IMAGE_SUFFIXES:
+        raise FaceLLMError(f"{source}: an image, not a folder or list; ask about one image with --path_image")
     else:
-        items = list(_text_items(source, default_prompt))
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise FaceLLMError(f"{source}: not a UTF-8 text list of images") from None
+        parse = _jsonl_items if source.suffix.lower() == ".jsonl" else _text_items
+        items = list(parse(source, lines, default_prompt))
     if not items:
         raise FaceLLMError(f"{source}: no images to answer")
-    return items
+    return list({(item.image, item.prompt): item for item in items}.values())  # a repeated line: asked once
 
 
-def _text_items(source: Path, prompt: str):
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+def _text_items(source: Path, lines: list[str], prompt: str):
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if line and not line.startswith("#"):
             yield Item(line, resolve_inside(source.parent, line, f"{source}:{number}"), prompt)
 
 
-def _jsonl_items(source: Path, default_prompt: str):
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+def _jsonl_items(source: Path, lines: list[str], default_prompt: str):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -71,12 +76,25 @@ def _jsonl_items(source: Path, default_prompt: str):
         yield Item(row["image"], resolve_inside(source.parent, row["image"], f"{source}:{number}"), prompt)
 
 
+def _check_settings(ledger: Ledger, settings: dict) -> None:
+    """Answers made with another model or other decoding are not mixed into one file."""
+    earlier = next((entry.get("settings") for entry in ledger.entries.values()), settings)
+    if earlier != settings:
+        changed = ", ".join(
+            f"{k} {earlier.get(k)!r} -> {v!r}" for k, v in settings.items() if earlier.get(k) != v
+        )
+        raise FaceLLMError(
+            f"{ledger.path}: answers made with other settings ({changed}); use another --output"
+        )
+
+
 def run_batch(
     model,
     items: list[Item],
     out: Path,
     batch_size: int,
     load: Callable[[Path], object],
+    settings: dict,
     progress: bool = True,
     **generation,
 ) -> tuple[int, int, int]:
@@ -86,7 +104,8 @@ def run_batch(
 
     done = failed = 0
     with Ledger(out, key_fields=KEY_FIELDS) as ledger:
-        todo = [item for item in items if ledger.status(item.image, item.prompt) is None]
+        _check_settings(ledger, settings)
+        todo = [item for item in items if not ledger.is_done(item.image, item.prompt)]  # failed: asked again
         skipped = len(items) - len(todo)
         bar = tqdm(
             total=len(todo), desc="answering", unit="image", disable=not progress or None, file=sys.stderr
@@ -96,9 +115,14 @@ def run_batch(
             for item in todo[start : start + batch_size]:
                 try:
                     ready.append((item, load(item.path)))
-                except FaceLLMError as error:  # recorded, and the run goes on
+                except Exception as error:  # any image that cannot be read is recorded; the run goes on
+                    message = (
+                        str(error) if isinstance(error, FaceLLMError) else f"{item.path}: {error!r}"[:300]
+                    )
                     line = {"image": item.image, "prompt": item.prompt, "status": FAILED, "answer": None}
-                    ledger.append({**line, "tokens": 0, "latency_s": 0.0, "error": str(error)})
+                    ledger.append(
+                        {**line, "tokens": 0, "latency_s": 0.0, "error": message, "settings": settings}
+                    )
                     failed += 1
                     bar.update(1)
             if not ready:
@@ -110,7 +134,8 @@ def run_batch(
             latency = (time.perf_counter() - began) / len(ready)
             for (item, _), (answer, tokens) in zip(ready, answers, strict=True):
                 line = {"image": item.image, "prompt": item.prompt, "status": DONE, "answer": answer}
-                ledger.append({**line, "tokens": tokens, "latency_s": round(latency, 4), "error": None})
+                timing = {"tokens": tokens, "latency_s": round(latency, 4)}
+                ledger.append({**line, **timing, "error": None, "settings": settings})
                 done += 1
             bar.update(len(ready))
             bar.set_postfix(failed=failed, refresh=False)

@@ -36,7 +36,12 @@ def _detector():
     return MTCNN(keep_all=True, device="cpu")
 
 
+MIN_SIDE = 20  # MTCNN's smallest face; below it there is nothing to find
+
+
 def largest_face(image: Image.Image, min_confidence: float = MIN_CONFIDENCE) -> Box | None:
+    if min(image.size) < MIN_SIDE:
+        return None
     boxes, probabilities = _detector().detect(image.convert("RGB"))
     if boxes is None:
         return None
@@ -51,9 +56,11 @@ def crop_box(box: Box, width: int, height: int, margin: float = FAIRFACE_MARGIN)
     side = max(box.right - box.left, box.bottom - box.top) * (1 + 2 * margin)
     side = min(side, width, height)
     centre_x, centre_y = (box.left + box.right) / 2, (box.top + box.bottom) / 2
-    left = min(max(0.0, centre_x - side / 2), width - side)
-    top = min(max(0.0, centre_y - side / 2), height - side)
-    return round(left), round(top), round(left + side), round(top + side)
+    side_px = round(side)
+    left = round(min(max(0.0, centre_x - side / 2), width - side))
+    top = round(min(max(0.0, centre_y - side / 2), height - side))
+    left, top = max(0, min(left, width - side_px)), max(0, min(top, height - side_px))
+    return left, top, left + side_px, top + side_px  # square to the pixel
 
 
 def crop_face(image: Image.Image, margin: float = FAIRFACE_MARGIN) -> tuple[Image.Image, Box | None]:

@@ -45,7 +45,10 @@ def downscale(image: Image.Image, max_pixels: int | None = TRAINING_MAX_PIXELS) 
     """Shrink to at most MAX_PIXELS keeping the aspect ratio, as LLaMA-Factory does before its processor."""
     if max_pixels and image.width * image.height > max_pixels:
         factor = math.sqrt(max_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * factor), int(image.height * factor)))
+        width, height = max(1, int(image.width * factor)), max(1, int(image.height * factor))
+        if width * height > max_pixels:  # a strip so thin that a side had to stay at 1 pixel
+            width, height = (max_pixels // height, height) if width > height else (width, max_pixels // width)
+        image = image.resize((width, height))
     return image
 
 
@@ -58,10 +61,13 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not inside the model
-            image = to_rgb(ImageOps.exif_transpose(image))
+            return downscale(to_rgb(ImageOps.exif_transpose(image)), max_pixels)
+    except Image.DecompressionBombError:
+        raise FaceLLMError(
+            f"{path}: too many pixels to decode safely (over {Image.MAX_IMAGE_PIXELS})"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         reason = (
             "not an image" if isinstance(error, UnidentifiedImageError) else f"unreadable image ({error})"
         )
         raise FaceLLMError(f"{path}: {reason}") from None
-    return downscale(image, max_pixels)

@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch-size must be at least 1")
     if args.temperature < 0:
         parser.error("--temperature must be 0 or more")
+    if args.max_pixels < 0:
+        parser.error("--max-pixels must be 0 (keep) or more")
     if not args.prompt.strip():
         raise FaceLLMError("--prompt is empty")
     load = _loader(args.max_pixels or None, args.crop_face)
@@ -295,8 +297,17 @@ def main(argv: list[str] | None = None) -> None:
             raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
         items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
         model = _model(args)
+        keep = ("model", "base", "system", "crop_face", "max_pixels")
+        settings = {name: getattr(args, name) for name in keep} | options
         done, failed, skipped = run_batch(
-            model, items, args.output, args.batch_size, load, progress=not args.no_progress, **options
+            model,
+            items,
+            args.output,
+            args.batch_size,
+            load,
+            settings,
+            progress=not args.no_progress,
+            **options,
         )
         print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
         if failed:

@@ -38,10 +38,6 @@ class Ledger:
     def _load(self) -> None:
         raw = self.path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]
-        if len(complete) != len(raw):  # a crash in the middle of the last append
-            self.torn_lines += 1
-            with self.path.open("r+b") as handle:
-                handle.truncate(len(complete))
         for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
@@ -55,6 +51,10 @@ class Ledger:
                 ) from None
             if status == DONE or self.entries.get(key, {}).get("status") != DONE:
                 self.entries[key] = entry
+        if len(complete) != len(raw):  # a crash in the middle of the last append: cut only a valid ledger
+            self.torn_lines += 1
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
 
     def key(self, entry: dict) -> tuple:
         return tuple(entry[field] for field in self.key_fields)

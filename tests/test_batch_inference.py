@@ -54,8 +54,8 @@ def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, 
 
     shutil.copy(FACES / "7.jpg", folder / "7.jpg")
     again = batch_cli(tiny_model, folder, out)
-    assert "1 answered, 0 failed, 6 already" in again.stdout
-    assert len(lines(out)) == 7
+    assert "1 answered, 1 failed, 5 already" in again.stdout  # the new image, and broken.jpg asked again
+    assert len(lines(out)) == 8 and len({row["image"] for row in lines(out)}) == 7
 
 
 def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path):
@@ -93,3 +93,33 @@ def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path):
     assert_one_line_error(result, "--images needs --output")
     result = batch_cli(tiny_model, tmp_path / "nowhere", tmp_path / "o.jsonl")
     assert_one_line_error(result, "nowhere", "no such folder or list file")
+
+
+def test_failed_images_are_asked_again_and_other_settings_are_refused(trained_tiny, folder, tmp_path):
+    merged = trained_tiny[1]
+    out = tmp_path / "answers.jsonl"
+    assert batch_cli(merged, folder, out).returncode == 1  # broken.jpg failed
+    shutil.copy(FACES / "6.jpg", folder / "broken.jpg")  # the user repairs it
+    again = batch_cli(merged, folder, out)
+    assert again.returncode == 0, again.stderr
+    assert "1 answered, 0 failed, 5 already" in again.stdout
+    final = {}
+    for row in lines(out):
+        final[row["image"]] = row
+    assert final["broken.jpg"]["status"] == "done"
+    other = batch_cli(merged, folder, out, "--temperature", "0.7")
+    assert_one_line_error(other, "answers.jsonl", "other settings", "temperature 0.0 -> 0.7")
+
+
+def test_lists_that_are_not_lists(tmp_path):
+    shutil.copy(FACES / "1.jpg", tmp_path / "a.jpg")
+    with pytest.raises(FaceLLMError, match="an image, not a folder or list"):
+        list_items(tmp_path / "a.jpg", "q")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9.jpg\n".encode("latin-1"))
+    with pytest.raises(FaceLLMError, match="not a UTF-8 text list"):
+        list_items(tmp_path / "latin1.txt", "q")
+    (tmp_path / "twice.txt").write_text("a.jpg\na.jpg\n")
+    assert len(list_items(tmp_path / "twice.txt", "q")) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FaceLLMError, match="no images to answer"):
+        list_items(tmp_path / "empty", "q")

@@ -35,3 +35,9 @@ def test_crop_box_moves_inside_the_photo_and_never_exceeds_it():
     assert crop_box(Box(0, 0, 40, 40, 1.0), 100, 100) == (0, 0, 60, 60)
     assert crop_box(Box(80, 80, 100, 100, 1.0), 100, 100) == (70, 70, 100, 100)
     assert crop_box(Box(10, 10, 90, 90, 1.0), 100, 60) == (20, 0, 80, 60)
+
+
+def test_images_too_small_for_a_face():
+    for size in ((3, 3), (1, 500)):
+        image = Image.new("RGB", size, "white")
+        assert crop_face(image) == (image, None)

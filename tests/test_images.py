@@ -82,3 +82,13 @@ def test_truncated_and_non_images_are_named(tmp_path):
     (tmp_path / "notes.png").write_text("hello")
     with pytest.raises(FaceLLMError, match=r"notes\.png: not an image"):
         load_image(tmp_path / "notes.png")
+
+
+def test_extreme_shapes_and_decompression_bombs(tmp_path, monkeypatch):
+    Image.new("RGB", (60000, 1), "white").save(tmp_path / "strip.png")
+    strip = load_image(tmp_path / "strip.png", max_pixels=224 * 224)
+    assert strip.height >= 1 and strip.width * strip.height <= 224 * 224
+    Image.new("RGB", (400, 400), "white").save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 // 2)  # 400 x 400 is over twice the limit
+    with pytest.raises(FaceLLMError, match=r"big\.png: too many pixels"):
+        load_image(tmp_path / "big.png")

@@ -180,6 +180,12 @@ def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny)
     first = model.answer(FACE, "Describe this face in detail.", temperature=1.5)
     torch.manual_seed(1)
     assert model.answer(FACE, "Describe this face in detail.", temperature=1.5) == first
+    greedy = model.answer(FACE, "Describe this face in detail.")
+    sampled = set()
+    for seed in range(2, 6):
+        torch.manual_seed(seed)
+        sampled.add(model.answer(FACE, "Describe this face in detail.", temperature=1.5))
+    assert sampled - {greedy}  # the temperature really samples
     result = run_command(
         "python", "inference.py", "--model", str(tiny_model), "--path_image", str(FACE), "--stream",
         "--max-new-tokens", "8",

@@ -51,3 +51,12 @@ def test_a_damaged_line_in_the_middle_is_named(tmp_path):
     path.write_text('{"image": "x", "aspect": "a", "status": "done"}\nnot json\n{"image": "y"}\n')
     with pytest.raises(FaceLLMError, match=r"ledger.jsonl:2: not a ledger line"):
         Ledger(path)
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "list.jsonl"
+    path.write_text('{"image": "a.jpg"}\n{"image": "b.jpg"}')  # no trailing newline: looks torn
+    before = path.read_bytes()
+    with pytest.raises(FaceLLMError, match="not a ledger line"):
+        Ledger(path)
+    assert path.read_bytes() == before
