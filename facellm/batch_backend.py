@@ -23,10 +23,8 @@ from tqdm import tqdm
 from facellm.cli import FaceLLMError
 from facellm.fairface import FaceRecord
 from facellm.files import read_json, write_json_atomic, write_text_atomic
-from facellm.ledger import DONE
 from facellm.openai_backend import (
     RemoteBackend,
-    carry_forward,
     failure_entries,
     judge_response,
     ledger_entry,
@@ -100,17 +98,6 @@ class BatchBackend(RemoteBackend):
             if aspects:
                 remaining.append(Job(job.face, aspects))
         return remaining
-
-    def _record(self, entry: dict) -> None:
-        if entry["reason"]:
-            entry["reason"] = self.redact(entry["reason"])[:300]
-        previous = self.ledger.get(entry["image"], entry["aspect"])
-        if previous and (
-            previous["status"] == DONE or previous.get("batch") == entry.get("batch") is not None
-        ):
-            return  # done is final; the same batch merged again after a crash adds nothing
-        self.ledger.append(carry_forward(entry, previous))
-        self.on_item(entry)
 
     def _write_requests(self, jobs: list[Job], round_: int, state: dict) -> list[dict]:
         """Request files of at most max_requests lines and max_bytes bytes; bad images fail here, unsent."""

@@ -140,6 +140,18 @@ class RemoteBackend:
     max_retries: int  # transport retries per request
     on_item: Callable[[dict], None] = lambda entry: None
 
+    def _record(self, entry: dict) -> None:
+        """Append one finished item to the ledger, without the key, counting earlier failed attempts."""
+        if entry["reason"]:
+            entry["reason"] = self.redact(entry["reason"])[:300]
+        previous = self.ledger.get(entry["image"], entry["aspect"])
+        if previous and (
+            previous["status"] == DONE or previous.get("batch") == entry.get("batch") is not None
+        ):
+            return  # done is final; the same batch merged again after a crash adds nothing
+        self.ledger.append(carry_forward(entry, previous))
+        self.on_item(entry)
+
 
 @dataclass(kw_only=True)
 class OpenAIBackend(RemoteBackend):
@@ -147,13 +159,6 @@ class OpenAIBackend(RemoteBackend):
     limiter: RateLimiter
     timeout: float
     counters: Counters = field(default_factory=Counters, init=False)
-
-    def _record(self, entry: dict) -> None:
-        if entry["reason"]:
-            entry["reason"] = self.redact(entry["reason"])[:300]
-        carry_forward(entry, self.ledger.get(entry["image"], entry["aspect"]))
-        self.ledger.append(entry)
-        self.on_item(entry)
 
     async def run(self, jobs: list[Job], concurrency: int) -> Counters:
         queue: asyncio.Queue[Job] = asyncio.Queue()
