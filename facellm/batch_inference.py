@@ -98,8 +98,9 @@ def run_batch(
     progress: bool = True,
     **generation,
 ) -> tuple[int, int, int]:
-    """Answer every item not yet in OUT, BATCH_SIZE images per forward pass. Returns (done, failed,
-    skipped). LOAD turns a path into the image the model sees (decoding, cropping)."""
+    """Answer every item not yet answered in OUT (failed ones are asked again), BATCH_SIZE images per
+    forward pass. Returns (done, failed, skipped). LOAD turns a path into the image the model sees
+    (decoding, cropping, downscaling: done per image so one bad file fails alone, not its batch)."""
     from facellm.inference import Part
 
     done = failed = 0

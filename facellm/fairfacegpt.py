@@ -258,7 +258,6 @@ def generate(config: Config) -> Summary:
                 if counters is not None:
                     summary.requests, summary.retries = counters.requests, counters.retries
         except KeyboardInterrupt:
-            bar.close()
             raise FaceLLMError(
                 f"interrupted; {ledger.path} keeps every finished item: run the same command to resume"
             ) from None
@@ -266,10 +265,10 @@ def generate(config: Config) -> Summary:
             bar.close()
 
         entries = {
-            (face.file, a.key): ledger.get(face.file, a.key)
+            (face.file, a.key): entry
             for face in faces
             for a in prompts.aspects
-            if ledger.get(face.file, a.key)
+            if (entry := ledger.get(face.file, a.key))
         }
         summary.done = sum(1 for e in entries.values() if e["status"] == DONE) - summary.skipped
         summary.failed = sum(1 for e in entries.values() if e["status"] == FAILED)
