@@ -20,19 +20,25 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-internvl3")
 
 
+def tiny_train_command(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> tuple[str, ...]:
+    """train.sh on the tiny model and the labels dataset of the sample faces: 128 steps, a checkpoint every
+    32 (the settings of `trained_tiny`, so that its run is the reference of the resume test)."""
+    return (
+        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
+        f"dataset_dir={data_dir}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
+        f"output_dir={output_dir}", "num_train_epochs=2", "save_steps=32", "plot_loss=false", *extra,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     """(LoRA adapter, its merged export): the tiny model trained for 128 steps on the labels dataset of the
-    sample faces, so that its answers differ from image to image."""
+    sample faces (in `adapter.parent / "data"`), so that its answers differ from image to image."""
     from facellm.fairfacegpt import Config, generate
 
     work = tmp_path_factory.mktemp("trained")
     generate(Config(SAMPLE_FACES, work / "data", backend="labels", progress=False))
-    train = run_command(
-        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
-        f"dataset_dir={work / 'data'}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
-        f"output_dir={work / 'lora'}", "num_train_epochs=2", "save_steps=1000", "plot_loss=false",
-    )  # fmt: skip
+    train = run_command(*tiny_train_command(tiny_model, work / "data", work / "lora"))
     assert train.returncode == 0, train.stderr[-3000:]
     export = run_command(
         "bash", "export.sh", "--base", str(tiny_model), "--adapter", str(work / "lora"),
@@ -42,11 +48,15 @@ def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     return work / "lora", work / "merged"
 
 
+def command_env() -> dict:
+    """The environment of a user's shell with this environment's tools on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def run_command(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a top-level command the way a user would, with this environment's tools on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

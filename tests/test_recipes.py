@@ -1,0 +1,91 @@
+"""The recipes in configs/ and the pieces train.sh reads them with."""
+
+import json
+
+import pytest
+import yaml
+
+from facellm.cli import FaceLLMError
+from facellm.recipes import check_keys, checkpoints, llamafactory_keys, model_size, parse_overrides
+from tests.conftest import REPO
+
+SIZES = ("1B", "2B", "8B", "14B", "38B")
+RELEASED = {
+    "stage": "sft", "finetuning_type": "lora", "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0,
+    "lora_target": "all", "learning_rate": 1e-5, "lr_scheduler_type": "cosine", "warmup_ratio": 0.0,
+    "num_train_epochs": 1.0, "cutoff_len": 2048, "max_samples": 100000, "bf16": True, "packing": False,
+    "max_grad_norm": 1.0, "optim": "adamw_torch", "template": "intern_vl", "trust_remote_code": False,
+    "flash_attn": "auto", "include_num_input_tokens_seen": True, "logging_steps": 5, "save_steps": 100,
+}  # fmt: skip
+
+
+def recipe(size: str) -> dict:
+    return yaml.safe_load((REPO / "configs" / f"internvl3_{size.lower()}_lora_sft.yaml").read_text())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_every_size_has_a_recipe_with_the_released_hyperparameters(size):
+    config = recipe(size)
+    assert config["model_name_or_path"] == f"OpenGVLab/InternVL3-{size}-hf"
+    assert {key: config.get(key) for key in RELEASED} == RELEASED
+    assert config["output_dir"] == f"saves/lora/internvl3-{size.lower()}"
+    assert config["media_dir"] and config["dataset_dir"] == "data" and config["dataset"] == "fairfacegpt"
+
+
+def test_released_batch_settings():
+    # 1B and 8B: 10 x 8 on one GPU; 38B: 2 x 6 (REFERENCE of the released train.sh)
+    for size, batch in {"1B": (10, 8), "8B": (10, 8), "38B": (2, 6)}.items():
+        config = recipe(size)
+        assert (config["per_device_train_batch_size"], config["gradient_accumulation_steps"]) == batch
+
+
+def test_every_recipe_uses_only_llamafactory_arguments():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        check_keys(yaml.safe_load(path.read_text()), str(path))  # raises on an unknown key
+
+
+def test_deepspeed_configs_and_the_38b_recipe_uses_zero3():
+    stages = {
+        name: json.loads((REPO / "configs" / "deepspeed" / name).read_text())
+        for name in ("ds_z2.json", "ds_z3.json")
+    }
+    assert stages["ds_z2.json"]["zero_optimization"]["stage"] == 2
+    assert stages["ds_z3.json"]["zero_optimization"]["stage"] == 3
+    # LoRA weights must come out whole from a ZeRO-3 run, or export.sh would merge shards
+    assert stages["ds_z3.json"]["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert recipe("38B")["deepspeed"] == "configs/deepspeed/ds_z3.json"
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    with pytest.raises(
+        FaceLLMError, match=r"'learning_rat' is not a LLaMA-Factory training argument.*learning_rate"
+    ):
+        check_keys({"learning_rat": 1e-4}, "override")
+    assert {"media_dir", "deepspeed", "lora_rank", "resume_from_checkpoint"} <= llamafactory_keys()
+
+
+def test_overrides_are_typed_like_yaml():
+    assert parse_overrides(["learning_rate=1e-4", "bf16=false", "max_steps=10", "dataset=a,b", "x=a=b"]) == {
+        "learning_rate": 1e-4, "bf16": False, "max_steps": 10, "dataset": "a,b", "x": "a=b",
+    }  # fmt: skip
+    assert parse_overrides(["resume_from_checkpoint=null"]) == {"resume_from_checkpoint": None}
+    for bad in ("max_steps", "=3", "two words=1"):
+        with pytest.raises(FaceLLMError, match="is not key=value"):
+            parse_overrides([bad])
+
+
+def test_checkpoints_are_complete_ones_in_step_order(tmp_path):
+    for step, complete in ((9, True), (10, True), (2, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [path.name for path in checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-9", "checkpoint-10"]
+    assert checkpoints(tmp_path / "absent") == []
+
+
+def test_model_size():
+    assert model_size("OpenGVLab/InternVL3-38B-hf") == "38B"
+    assert model_size("/models/InternVL3-1B-hf") == "1B"
+    assert model_size("saves/tiny-internvl3") == "tiny-internvl3"
