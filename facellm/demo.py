@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
-    # every demo retrains the model, so answers left by an earlier demo belong to another model
+    # every demo retrains the model (train.sh would otherwise resume the finished run), so answers left by
+    # an earlier demo belong to another model
+    shutil.rmtree(workdir / "lora", ignore_errors=True)
     shutil.rmtree(workdir / "facexbench-results", ignore_errors=True)
     started = time.perf_counter()
     with LocalEndpoint(latency=0.05) as endpoint:  # stands in for a paid API in the demo
