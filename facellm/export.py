@@ -65,10 +65,10 @@ def _probe_inputs(processor, image_path: Path, prompt: str, template: str):
     )
 
 
-def _logits(model, inputs, device: str):
+def _logits(model, inputs):
     import torch
 
-    batch = {k: v.to(device) for k, v in inputs.items()}
+    batch = {k: v.to(model.device) for k, v in inputs.items()}
     if "pixel_values" in batch:
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
     with torch.inference_mode():
@@ -79,10 +79,12 @@ def _load(path: str, dtype: str, device: str):
     import torch
     from transformers import AutoModelForImageTextToText
 
+    # on GPUs the model is spread over all of them: a 38B model does not fit one 80 GB GPU in bf16
+    placement = {"device_map": "auto"} if device == "cuda" else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=getattr(torch, dtype), trust_remote_code=False
+        path, dtype=getattr(torch, dtype), trust_remote_code=False, **placement
     )
-    return model.to(device).eval()
+    return (model if placement else model.to(device)).eval()
 
 
 def reference_logits(base: str, adapter: Path, dtype: str, device: str, inputs):
@@ -99,10 +101,22 @@ def reference_logits(base: str, adapter: Path, dtype: str, device: str, inputs):
         raise FaceLLMError(
             f"{adapter}: this adapter does not fit the base model {base} ({_first_line(error)})"
         ) from None
-    with_adapter = _logits(model, inputs, device)
+    with_adapter = _logits(model, inputs)
     with model.disable_adapter():
-        without = _logits(model, inputs, device)
+        without = _logits(model, inputs)
+    del model
+    _release_memory()  # the merged model is loaded next, in the same memory
     return with_adapter, without
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def compare(merged, reference, base, dtype: str) -> dict:
@@ -145,7 +159,7 @@ class Verifier:
 
     def check(self, out: Path) -> dict:
         try:
-            merged = _logits(_load(str(out), self.dtype, self.device), self.inputs, self.device)
+            merged = _logits(_load(str(out), self.dtype, self.device), self.inputs)
         except (OSError, ValueError) as error:
             raise FaceLLMError(f"{out}: cannot load the merged model ({_first_line(error)})") from None
         if merged.shape != self.reference.shape:

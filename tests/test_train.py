@@ -31,7 +31,7 @@ def test_a_short_run_on_four_samples_cuts_the_loss_by_three_quarters(trained_tin
     out = tmp_path / "lora"
     result = run_command(
         *tiny_train_command(tiny_model, data, out, "max_steps=40", "learning_rate=1e-2"),
-        "additional_target=lm_head", "save_steps=1000",
+        "additional_target=lm_head", "save_steps=1000", "--no-preflight",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     values = list(logged_losses(out).values())
@@ -52,7 +52,7 @@ def test_run_leaves_resolved_config_loss_curve_and_preflight(trained_tiny):
 def test_killed_run_resumes_from_its_checkpoint(trained_tiny, tiny_model, tmp_path):
     adapter, _ = trained_tiny
     out = tmp_path / "lora"
-    command = tiny_train_command(tiny_model, adapter.parent / "data", out)
+    command = (*tiny_train_command(tiny_model, adapter.parent / "data", out), "--no-preflight")
     process = subprocess.Popen(
         command, cwd=REPO, env=command_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
