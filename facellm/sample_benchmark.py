@@ -11,11 +11,14 @@ import argparse
 import random
 from pathlib import Path
 
+from PIL import Image
+
 from facellm.cli import FaceLLMError, run_cli
 from facellm.facexbench import LETTERS
 from facellm.fairface import AGE_BINS, FaceRecord, load_split, require_images
 from facellm.files import write_json_atomic
 
+SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "fairface-sample"
 ANSWER_FORMAT = "Reply with the letter of the correct option only (A, B, C or D)."
 
 
@@ -57,8 +60,6 @@ def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> P
     def save(task: str, name: str, face: FaceRecord) -> str:
         relative = f"images/{task}/{name}.png"
         (bench / relative).parent.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         with Image.open(image_root / face.file) as image:
             image.convert("RGB").save(bench / relative)
         return relative
@@ -111,6 +112,38 @@ def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> P
 
     for name, data in tasks.items():
         write_json_atomic(bench / f"{name}.json", data)
+    return bench
+
+
+def with_placeholder_images(
+    question_dir: Path, out: Path, names: list[str], limit: int | None = None, fairface_root: Path = SAMPLE
+) -> Path:
+    """OUT/benchmark/: the question files NAMES of QUESTION_DIR (real FaceXBench ones, say: their schema and
+    texts), the first LIMIT questions of each, with every image they name drawn as a placeholder from the
+    sample faces (a different face, mirrored or not, for each image). The FaceXBench images are not needed;
+    the copies stay where OUT is and are never meant to be committed. Returns the benchmark folder."""
+    from PIL import ImageOps
+
+    from facellm.facexbench import load_task
+    from facellm.fairface import find_image_root, resolve_inside
+
+    faces = sorted((find_image_root(fairface_root) / "val").glob("*.jpg"))
+    if not faces:
+        raise FaceLLMError(f"{fairface_root}: no sample faces under val/")
+    bench = out / "benchmark"
+    count = 0
+    for name in names:
+        task = load_task(question_dir / f"{name}.json")
+        questions = dict(list(task.questions.items())[:limit])
+        for question in questions.values():
+            for relative in question["image_paths"]:
+                target = resolve_inside(bench, relative, f"{task.path}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with Image.open(faces[count % len(faces)]) as face:
+                    image = face.convert("RGB")
+                (ImageOps.mirror(image) if (count // len(faces)) % 2 else image).save(target)
+                count += 1
+        write_json_atomic(bench / f"{name}.json", {**task.header, "questions": questions})
     return bench
 
 
