@@ -214,6 +214,28 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
     return results
 
 
+# A rough prompt length in characters, an image counting as much text as the ~256 tokens of one InternVL tile.
+IMAGE_CHARACTERS = 1000
+
+
+def _length(task: Task, number: str, prepend: bool) -> int:
+    images = len(task.questions[number]["image_paths"])
+    return len(prompt_text(task, number, prepend)) + IMAGE_CHARACTERS * images
+
+
+def batches(items: list, size: int, length: Callable[[object], int]) -> list[list]:
+    """ITEMS (sorted by LENGTH) in batches of at most SIZE, a new batch starting early where an item is more
+    than 1.5 times as long as the batch's first: padding every prompt of a batch to its longest would cost
+    more than batching saves (the tool-use questions are ~6k tokens, most others a few hundred)."""
+    groups: list[list] = []
+    for item in items:
+        if groups and len(groups[-1]) < size and length(item) <= 1.5 * length(groups[-1][0]):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
 def _prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
     tasks = load_benchmark(benchmark_dir)
     if limit is not None:
@@ -295,12 +317,7 @@ def evaluate(
         if (shard is None or shard.owns(position)) and not known.has(task.name, number)
     ]
     # Similar prompt lengths side by side: less padding in a batch (the tool-use context is ~9k characters).
-    pending.sort(
-        key=lambda item: (
-            len(prompt_text(item[0], item[1], prepend)),
-            len(item[0].questions[item[1]]["image_paths"]),
-        )
-    )
+    pending.sort(key=lambda item: _length(*item, prepend))
 
     if pending:
         model = make_model()
@@ -309,8 +326,7 @@ def evaluate(
         )
         failures_in_a_row, failed = 0, 0
         with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
-            for first in range(0, len(pending), batch_size):
-                batch = pending[first : first + batch_size]
+            for batch in batches(pending, batch_size, lambda item: _length(*item, prepend)):
                 messages = [vlmeval_message(task, number, benchmark_dir, prepend) for task, number in batch]
                 for (task, number), (prediction, error) in zip(
                     batch, answer_batch(model, messages), strict=True

@@ -7,7 +7,7 @@ import pytest
 from vlmeval.vlm.base import BaseModel
 
 from facellm.cli import FaceLLMError
-from facellm.evaluation import Shard, evaluate, merge
+from facellm.evaluation import Shard, batches, evaluate, merge
 from facellm.sample_benchmark import build
 from tests.conftest import SAMPLE_FACES
 
@@ -127,6 +127,12 @@ def test_batches_fall_back_to_one_at_a_time_when_a_batch_fails(bench, tmp_path):
     batched = saved(tmp_path / "r", "sample_single_mcq_gender")
     _, _ = run(bench, tmp_path / "single")
     assert batched == saved(tmp_path / "single", "sample_single_mcq_gender")
+
+
+def test_batches_keep_prompts_of_similar_length_together():
+    lengths = [1, 1, 1, 1, 2, 3, 10, 11]
+    assert batches(lengths, 3, lambda x: x) == [[1, 1, 1], [1], [2, 3], [10, 11]]
+    assert batches(lengths, 1, lambda x: x) == [[x] for x in lengths]
 
 
 def test_many_failures_in_a_row_stop_the_run_with_answers_kept(bench, tmp_path):
