@@ -122,7 +122,7 @@ def test_a_failing_question_is_recorded_and_retried(bench, tmp_path):
 def test_batches_fall_back_to_one_at_a_time_when_a_batch_fails(bench, tmp_path):
     model = OracleModel(fail_on="How many of these images", batched=True)
     _, summary = run(bench, tmp_path / "r", model=model, batch_size=4)
-    assert model.batches == [4, 4]  # 9 questions: two batches, then the last one alone
+    assert model.batches == [4, 2, 3]  # 6 one-image questions, then the 3 three-image ones (longer)
     assert summary["overall"]["answered"] == 6 and summary["overall"]["failed"] == 3
     batched = saved(tmp_path / "r", "sample_single_mcq_gender")
     _, _ = run(bench, tmp_path / "single")
