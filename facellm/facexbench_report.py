@@ -127,7 +127,7 @@ def score(tasks: list[Task], leave_out: dict[str, set[str]] | None = None) -> di
     result = {"overall": _finish(overall)}
     for key, rows in groups.items():
         result[key] = {label: _finish(row) for label, row in sorted(rows.items())}
-    result["questions"] = questions
+    result["answers"] = questions
     return result
 
 
@@ -164,7 +164,8 @@ def report(
             "overall_without_overlap": other["overall"] if not exclude_overlapping else scores["overall"],
         }
     data["published"] = {"overall": PUBLISHED_OVERALL, "categories": PUBLISHED_CATEGORIES}
-    data["questions"] = scores["questions"]
+    # not "questions": the authors' aggregate script reads every JSON of a folder with that key as questions
+    data["answers"] = scores["answers"]
     return data
 
 

@@ -68,7 +68,7 @@ def test_counts_and_accuracy_per_group(results):
     assert set(scores["tasks"]) == {f"Bias & Fairness / {t}" for t in ("age", "gender", "race")}
     assert scores["images"]["single image"]["questions"] == 8
     assert scores["images"]["multiple images"]["correct"] == 2
-    age = scores["questions"]["sample_single_mcq_age"]
+    age = scores["answers"]["sample_single_mcq_age"]
     assert [age[n]["status"] for n in "1234"] == ["answered", "answered", "unparsed", "failed"]
     assert age["1"]["correct"] and not age["2"]["correct"]
 
@@ -78,9 +78,7 @@ def test_questions_can_be_left_out(results):
     scores = score(tasks, {"sample_single_mcq_age": {"2", "3", "4"}, "sample_multiple_mcq_race": {"3"}})
     assert scores["overall"]["questions"] == QUESTIONS - 4
     assert scores["overall"]["accuracy"] == 100.0
-    assert (
-        scores["questions"]["sample_single_mcq_age"]["2"]["status"] == "answered"
-    )  # still read, not counted
+    assert scores["answers"]["sample_single_mcq_age"]["2"]["status"] == "answered"  # still read, not counted
 
 
 def test_report_with_contamination(results):

@@ -265,7 +265,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(facellm, noisy, be
         assert (results / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     killed = json.loads((results / "results.json").read_text())
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
-    assert killed["questions"] == whole["questions"] and killed["files"] == whole["files"]
+    assert killed["answers"] == whole["answers"] and killed["files"] == whole["files"]
 
 
 def test_evaluate_cli_unknown_model(tmp_path):
