@@ -197,10 +197,10 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
     does), else, or when the batch fails, one at a time so that one bad question fails alone."""
     if len(messages) > 1 and hasattr(model, "generate_batch"):
         try:
-            return [
-                (str(a if a is not None else "").strip(), None)
-                for a in model.generate_batch(messages, DATASET)
-            ]
+            answers = list(model.generate_batch(messages, DATASET))
+            if len(answers) != len(messages):
+                raise ValueError(f"{len(answers)} answers to {len(messages)} questions")
+            return [(str(a if a is not None else "").strip(), None) for a in answers]
         except Exception:
             _free_accelerator_memory()  # an out-of-memory batch: each question is tried on its own below
     results = []
@@ -318,6 +318,10 @@ def evaluate(
     ]
     # Similar prompt lengths side by side: less padding in a batch (the tool-use context is ~9k characters).
     pending.sort(key=lambda item: _length(*item, prepend))
+
+    for task in tasks:  # every file from the start, so that a report on a run in progress counts what is left
+        if not (out / f"{task.name}.json").is_file():
+            write_task(out, task, mine)
 
     if pending:
         model = make_model()

@@ -211,7 +211,7 @@ def text(data: dict) -> str:
         ("files", "file"),
     ):
         rows = data[key]
-        width = max(len(title), *(len(label) for label in rows))
+        width = max([len(title), *(len(label) for label in rows)])
         extra = contamination is not None and key == "files"
         head = f"{title:<{width}} {'acc':>7} {'correct':>8} {'scored':>7} {'unparsed':>9} {'failed':>7}"
         head += f" {'pending':>8}" + (f" {'overlap':>8}" if extra else "")

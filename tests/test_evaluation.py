@@ -8,6 +8,7 @@ from vlmeval.vlm.base import BaseModel
 
 from facellm.cli import FaceLLMError
 from facellm.evaluation import Shard, batches, evaluate, merge
+from facellm.facexbench_report import load_results, score
 from facellm.sample_benchmark import build
 from tests.conftest import SAMPLE_FACES
 
@@ -142,6 +143,9 @@ def test_many_failures_in_a_row_stop_the_run_with_answers_kept(bench, tmp_path):
     assert len(model.calls) == 2
     files = [saved(tmp_path / "r", path.stem) for path in (tmp_path / "r").glob("sample_*.json")]
     assert sum("error" in q for data in files for q in data["questions"].values()) == 2
+    # every file is there from the start: a report on the stopped run counts what is left
+    assert len(files) == 3
+    assert score(load_results(tmp_path / "r"))["overall"]["pending"] == 7
 
 
 def test_results_of_another_model_or_prompt_are_refused(bench, tmp_path):

@@ -21,9 +21,10 @@ the run (it is never handed to the model as text). Results are saved after every
 command resumes, and asks again the questions that failed (a failing question is recorded with its error
 and the run goes on; the exit code is then 1).
 
-Sharding: run shard I of N (I from 0) with --shard I/N, one process per GPU, or under torchrun (RANK and
-WORLD_SIZE are read; each rank uses cuda:LOCAL_RANK). Shards write to RESULTS/shards/I-of-N/; the last one
-to finish merges into RESULTS/ (or run --merge), giving the files an unsharded run gives.
+Sharding: run shard I of N (I from 0) with --shard I/N, one process per GPU (CUDA_VISIBLE_DEVICES=I), or
+under torchrun (RANK and WORLD_SIZE are read; each rank uses cuda:LOCAL_RANK). Shards write to
+RESULTS/shards/I-of-N/; the last one to finish merges into RESULTS/ (or run --merge), giving the files an
+unsharded run gives.
 """
 
 
