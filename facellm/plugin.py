@@ -57,6 +57,11 @@ def register_plugin(plugin_dir: Path = PLUGIN_DIR) -> ModuleType:
             f"{plugin_dir}: FaceLLM's VLMEvalKit plug-in not found; run from a checkout of the repository "
             "installed in editable mode (uv sync)"
         )
+    # Running one of the folder's scripts puts the folder first on sys.path, where its evaluate.py and
+    # run.py would shadow modules of those names for everything imported later (Hugging Face's `evaluate`,
+    # which some VLMEvalKit datasets import). Its files are loaded by path, so it is not needed there.
+    folder = plugin_dir.resolve()
+    sys.path[:] = [entry for entry in sys.path if not entry or Path(entry).resolve() != folder]
     return import_file(plugin_dir / "config.py", "facellm_vlmeval_config")
 
 

@@ -98,10 +98,13 @@ def test_vlmevalkit_config_route_builds_the_class_by_name(noisy):
 
 def test_launcher_hands_over_to_vlmevalkit_run(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", sys.argv)
+    # as when a script of the folder runs: its evaluate.py would shadow Hugging Face's `evaluate`
+    monkeypatch.syspath_prepend(str(REPO / "vlmeval"))
     with pytest.raises(SystemExit) as done:
         run_vlmevalkit(["--help"])
     assert done.value.code == 0
     assert "--config" in capsys.readouterr().out
+    assert all(Path(entry).resolve() != REPO / "vlmeval" for entry in sys.path if entry)
 
 
 def test_vlmevalkit_run_py_config_route_end_to_end(noisy, tmp_path):
