@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,9 +186,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _free_accelerator_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch")  # only when the model brought it in
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -349,9 +348,6 @@ def evaluate(
                         f"{failures_in_a_row} questions in a row failed, the last with {last}; stopped "
                         f"(answers so far are saved in {out})"
                     )
-    else:
-        for task in tasks:  # a rerun with nothing to ask still leaves complete files behind
-            write_task(out, task, mine)
 
     if shard is None:
         return _finish_merged(results_dir, tasks, known, identity)
