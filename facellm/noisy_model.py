@@ -28,8 +28,11 @@ def noisy_copy(model_dir: Path, out_dir: Path, seed: int = 0, gain: float = 2.0)
 
     fingerprint = {"model": str(Path(model_dir).resolve()), "seed": seed, "gain": gain}
     marker = out_dir / MARKER
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == fingerprint:
-        return out_dir
+    try:
+        if json.loads(marker.read_text(encoding="utf-8")) == fingerprint:
+            return out_dir
+    except (OSError, ValueError):  # absent or damaged: build again
+        pass
     if not (Path(model_dir) / "config.json").is_file():
         raise FaceLLMError(f"{model_dir}: not a model folder (no config.json)")
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)

@@ -150,13 +150,29 @@ def with_placeholder_images(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m facellm.sample_benchmark",
-        description="Write a small FaceXBench-format benchmark built from FairFace-layout sample faces.",
+        description="Write a small FaceXBench-format benchmark built from FairFace-layout sample faces, or "
+        "(--questions-from) copies of FaceXBench question files with placeholder images, to try the "
+        "evaluation without the FaceXBench images.",
     )
     parser.add_argument("--fairface-root", type=Path, default=Path("assets/fairface-sample"))
     parser.add_argument("--out", type=Path, default=Path("saves/facexbench-sample"))
     parser.add_argument("--per-task", type=int, default=4, help="questions per task file (default: 4)")
+    parser.add_argument(
+        "--questions-from", type=Path, default=None,
+        help="a folder of FaceXBench question files: copy them (first --per-task questions of each) and "
+        "draw a placeholder image for every image they name",
+    )  # fmt: skip
+    parser.add_argument("--files", nargs="+", default=None, help="with --questions-from: file names (stems)")
     args = parser.parse_args(argv)
-    bench = build(args.fairface_root, args.out, args.per_task)
+    if args.questions_from:
+        names = args.files or sorted(p.stem for p in args.questions_from.glob("*.json"))
+        if not names:
+            raise FaceLLMError(f"{args.questions_from}: no question files (*.json) in this folder")
+        bench = with_placeholder_images(
+            args.questions_from, args.out, names, args.per_task, args.fairface_root
+        )
+    else:
+        bench = build(args.fairface_root, args.out, args.per_task)
     print(f"sample benchmark: {bench}")
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 from facellm.cli import FaceLLMError
 from facellm.facexbench import image_files, load_benchmark
 from facellm.sample_benchmark import build, with_placeholder_images
-from tests.conftest import SAMPLE_FACES, SHARED_FACEXBENCH
+from tests.conftest import SAMPLE_FACES, SHARED_FACEXBENCH, assert_one_line_error, run_command
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,17 @@ def test_placeholder_images_for_real_facexbench_files(tmp_path):
     assert sum(len(t.questions) for t in tasks) == 15
     images = [p for t in tasks for n in t.questions for p in image_files(t, n, bench)]
     assert len(images) == len(list((bench / "images").rglob("*.png"))) > 15  # agedb30 has 4-6 per question
+
+
+def test_cli_copies_question_files_with_placeholders(sample, tmp_path):
+    result = run_command(
+        "python", "-m", "facellm.sample_benchmark", "--questions-from", str(sample), "--files",
+        "sample_single_mcq_gender", "--per-task", "2", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tasks = load_benchmark(tmp_path / "out" / "benchmark")
+    assert [t.name for t in tasks] == ["sample_single_mcq_gender"] and len(tasks[0].questions) == 2
+    missing = run_command(
+        "python", "-m", "facellm.sample_benchmark", "--questions-from", str(tmp_path / "none")
+    )
+    assert_one_line_error(missing, "no question files")
