@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", "--batch_size", type=int, default=1,
         help="questions per forward pass (default: 1, the authors' protocol). FaceLLM answers a batch "
-        "left-padded, with the same greedy answers as one at a time in float32; in bfloat16 rare near-ties "
-        "may differ",
+        "left-padded, with the same greedy answers as one at a time in float32; in bfloat16 an answer may "
+        "change where two tokens are nearly tied",
     )  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions of each file")
     parser.add_argument(
