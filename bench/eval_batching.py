@@ -6,7 +6,9 @@ sample benchmark (single- and three-image questions) copied a few times, or real
 with placeholder images (--questions-from). The model is the tiny model's noisy copy (facellm.noisy_model):
 the plain tiny model answers every question with the same newlines, which would make "same predictions"
 hold even if answers were swapped or images dropped. Reports identical predictions, the largest next-token
-logit difference over one batch, and the speed ratio measured in this one run. Target: >= 4x.
+logit difference over one batch, and the speed ratio measured in this one run. Target: >= 4x. (With
+--questions-from, the tool-use questions are answered one at a time in both runs, see
+facellm.evaluation.ALONE_CHARACTERS, which bounds the ratio of that mix.)
 
     uv run python bench/eval_batching.py [--batch-size 16] [--copies 4] [--max-new-tokens 32]
     uv run python bench/eval_batching.py --questions-from PATH/TO/facexbench/benchmark --limit 10

@@ -215,6 +215,10 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
 
 # A rough prompt length in characters, an image counting as much text as the ~256 tokens of one InternVL tile.
 IMAGE_CHARACTERS = 1000
+# Longer prompts (about 2k tokens: in FaceXBench, the tool-use questions) are answered alone. Their prefill is
+# compute-bound, so a batch saves nothing, and padding makes attention take its masked path: two different
+# tool-use prompts took 5x as long in one batch as one after the other (tiny model, CPU).
+ALONE_CHARACTERS = 8_000
 
 
 def _length(task: Task, number: str, prepend: bool) -> int:
@@ -223,13 +227,20 @@ def _length(task: Task, number: str, prepend: bool) -> int:
 
 
 def batches(items: list, size: int, length: Callable[[object], int]) -> list[list]:
-    """ITEMS (sorted by LENGTH) in batches of at most SIZE, a new batch starting early where an item is more
-    than 1.5 times as long as the batch's first: padding every prompt of a batch to its longest would cost
-    more than batching saves (the tool-use questions are ~6k tokens, most others a few hundred)."""
+    """ITEMS (sorted by LENGTH) in batches of at most SIZE. A new batch starts early where an item is more
+    than 1.5 times as long as the batch's first (every prompt is padded to the longest, which would cost more
+    than batching saves), and an item longer than ALONE_CHARACTERS is a batch of its own."""
     groups: list[list] = []
     for item in items:
-        if groups and len(groups[-1]) < size and length(item) <= 1.5 * length(groups[-1][0]):
-            groups[-1].append(item)
+        current = groups[-1] if groups else []
+        fits = (
+            current
+            and len(current) < size
+            and length(item) <= 1.5 * length(current[0])
+            and length(item) <= ALONE_CHARACTERS
+        )
+        if fits:
+            current.append(item)
         else:
             groups.append([item])
     return groups

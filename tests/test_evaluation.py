@@ -134,6 +134,8 @@ def test_batches_keep_prompts_of_similar_length_together():
     lengths = [1, 1, 1, 1, 2, 3, 10, 11]
     assert batches(lengths, 3, lambda x: x) == [[1, 1, 1], [1], [2, 3], [10, 11]]
     assert batches(lengths, 1, lambda x: x) == [[x] for x in lengths]
+    long = [7_000, 8_000, 9_000, 9_000]  # past 8,000 characters a prompt is answered alone
+    assert batches(long, 16, lambda x: x) == [[7_000, 8_000], [9_000], [9_000]]
 
 
 def test_many_failures_in_a_row_stop_the_run_with_answers_kept(bench, tmp_path):
