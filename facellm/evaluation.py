@@ -217,7 +217,7 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
 IMAGE_CHARACTERS = 1000
 # Longer prompts (about 2k tokens: in FaceXBench, the tool-use questions) are answered alone. Their prefill is
 # compute-bound, so a batch saves nothing, and padding makes attention take its masked path: two different
-# tool-use prompts took 5x as long in one batch as one after the other (tiny model, CPU).
+# tool-use prompts took 2.5 to 3.5 times as long in one batch as one after the other (tiny model, CPU).
 ALONE_CHARACTERS = 8_000
 
 
