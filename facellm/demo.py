@@ -140,8 +140,15 @@ def plan(workdir: Path, tiny_model: Path, endpoint_url: str) -> list[Stage]:
                 str(results),
                 "--max-new-tokens",
                 "16",
+                "--batch-size",
+                "4",
             ],
-            results / "report.txt",
+            results / "results.txt",
+        ),
+        Stage(
+            "aggregate",
+            [py, "vlmeval/aggregate_results.py", "--results_dir", str(results), "--model", "FaceLLM-1B"],
+            results / "facexbench_comparison.png",
         ),
     ]
 
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter() - started
 
     answer = (logs / "inference.log").read_text(encoding="utf-8").strip().splitlines()[-1:]
-    report = (workdir / "facexbench-results" / "report.txt").read_text(encoding="utf-8")
+    report = (workdir / "facexbench-results" / "results.txt").read_text(encoding="utf-8")
     print(f"\ninference answer to {DEMO_PROMPT!r}:\n    {answer[0] if answer else '(empty)'}\n")
     print(report)
     width = max(len(stage.name) for stage in stages)

@@ -1,70 +1,252 @@
-"""Running a VLMEvalKit model over a FaceXBench folder, with per-question resume, then scoring it.
+"""Running a VLMEvalKit model over a FaceXBench folder: batched, resumable per question, shardable.
 
 Results follow the FaceXBench results format: `<results>/<task>.json` is the input question file with a
-`prediction` added to every answered question, rewritten atomically after each answer, so an interrupted
-run continues where it stopped. `report.txt` and `summary.json` hold the accuracy per task file.
+`prediction` (the model's answer, stripped) added to every answered question. A question whose attempt raised
+an error gets an `error` instead, the run goes on, and the next run asks it again. Files are rewritten
+atomically after every batch, so a killed run loses at most the batch in flight and a rerun of the same
+command continues where it stopped.
+
+Sharding: shard I of N (`--shard I/N`, or RANK / WORLD_SIZE under torchrun) answers the questions at the
+positions p with p % N == I (files in name order, questions in file order) and writes them to
+`<results>/shards/I-of-N/`. A question answered in any folder of a results folder is never asked again, so
+runs with different splits (or none) can be mixed. The merge writes the union into `<results>/`: the same
+files an unsharded run writes. The shard that completes
+the set merges on its own; `merge` (evaluate.py --merge) does it by hand.
+
+`run.json` ties a results folder, and each of its shard folders, to one model name, model path and prompt
+settings; another combination is refused instead of mixed in.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from facellm.cli import FaceLLMError
-from facellm.facexbench import Task, image_files, load_benchmark, report_text, score, vlmeval_message
-from facellm.files import read_json, write_json_atomic, write_text_atomic
+from facellm.facexbench import Task, image_files, load_benchmark, prompt_text, vlmeval_message
+from facellm.facexbench_report import RUN_FILE, SUMMARY_FILE, read_identity, report, write_reports
+from facellm.files import read_json, write_json_atomic
 
-RUN_FILE = "run.json"
-
-
-def check_results_dir(results_dir: Path, identity: dict) -> None:
-    """Refuse to mix the answers of two models (or two checkpoints of one) in one results folder."""
-    run_file = results_dir / RUN_FILE
-    if run_file.is_file():
-        recorded = read_json(run_file)
-        if recorded != identity:
-            raise FaceLLMError(f"{results_dir}: holds results of {recorded}, not of {identity}")
-    else:
-        write_json_atomic(run_file, identity)
+# The dataset name the authors' evaluation hands to VLMEvalKit models (some models adapt their prompt to the
+# dataset type; "MCQ" keeps baselines comparable with the published numbers).
+DATASET = "MCQ"
+SHARDS_DIR = "shards"
+MAX_CONSECUTIVE_FAILURES = 32
 
 
-def load_predictions(results_dir: Path, tasks: list[Task]) -> dict[str, dict[str, str]]:
-    predictions = {}
+@dataclass(frozen=True)
+class Shard:
+    index: int  # from 0
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise FaceLLMError(f"--shard {text!r}: expected I/N, e.g. 0/4 (I counts from 0)")
+        index, count = int(match[1]), int(match[2])
+        if count < 1 or index >= count:
+            raise FaceLLMError(f"--shard {text!r}: I must be 0 to N-1 (I counts from 0)")
+        return cls(index, count)
+
+    @classmethod
+    def from_environment(cls, environ=os.environ) -> Shard | None:
+        """torchrun's RANK and WORLD_SIZE, when they name more than one process."""
+        try:
+            rank, world = int(environ.get("RANK", "0")), int(environ.get("WORLD_SIZE", "1"))
+        except ValueError:
+            raise FaceLLMError("RANK and WORLD_SIZE must be whole numbers") from None
+        if world <= 1:
+            return None
+        if not 0 <= rank < world:
+            raise FaceLLMError(f"RANK {rank} is not between 0 and WORLD_SIZE - 1 ({world - 1})")
+        return cls(rank, world)
+
+    @property
+    def name(self) -> str:
+        return f"{self.index}-of-{self.count}"
+
+    def owns(self, position: int) -> bool:
+        return position % self.count == self.index
+
+
+@dataclass
+class Answers:
+    """What is known about the questions: task name -> question number -> prediction / error."""
+
+    predictions: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def has(self, task: str, number: str) -> bool:
+        return number in self.predictions.get(task, {})
+
+    def add(self, other: Answers) -> None:
+        """Take OTHER's predictions (a prediction anywhere outranks an error) and its errors."""
+        for task, found in other.predictions.items():
+            mine = self.predictions.setdefault(task, {})
+            for number, prediction in found.items():
+                mine.setdefault(number, prediction)
+                self.errors.get(task, {}).pop(number, None)
+        for task, found in other.errors.items():
+            for number, error in found.items():
+                if not self.has(task, number):
+                    self.errors.setdefault(task, {})[number] = error
+
+    def record(self, task: str, number: str, prediction: str | None, error: str | None) -> None:
+        if prediction is not None:
+            self.predictions.setdefault(task, {})[number] = prediction
+            self.errors.get(task, {}).pop(number, None)
+        else:
+            self.errors.setdefault(task, {})[number] = error or "unknown error"
+
+
+def check_results_dir(folder: Path, identity: dict) -> None:
+    """Refuse to mix the answers of two models (or two checkpoints, or two prompt settings) in one folder."""
+    recorded = read_identity(folder)
+    if recorded and recorded != identity:
+        raise FaceLLMError(f"{folder}: holds results of {recorded}, not of {identity}")
+    if not recorded:
+        write_json_atomic(folder / RUN_FILE, identity)
+
+
+def read_answers(folder: Path, tasks: list[Task]) -> Answers:
+    """The predictions and errors saved in FOLDER's results files for the questions of TASKS."""
+    answers = Answers()
     for task in tasks:
-        path = results_dir / f"{task.name}.json"
-        done = {}
-        if path.is_file():
-            saved = read_json(path)
-            questions = saved.get("questions") if isinstance(saved, dict) else None
-            if not isinstance(questions, dict):
-                raise FaceLLMError(f"{path}: not a FaceXBench results file (no 'questions' object)")
-            done = {
-                n: str(q["prediction"])
-                for n, q in questions.items()
-                if isinstance(q, dict) and "prediction" in q
-            }
-        predictions[task.name] = done
-    return predictions
+        path = folder / f"{task.name}.json"
+        if not path.is_file():
+            continue
+        saved = read_json(path)
+        questions = saved.get("questions") if isinstance(saved, dict) else None
+        if not isinstance(questions, dict):
+            raise FaceLLMError(f"{path}: not a FaceXBench results file (no 'questions' object)")
+        for number, question in questions.items():
+            if number not in task.questions or not isinstance(question, dict):
+                continue
+            asked = task.questions[number]
+            if (question.get("question_text"), question.get("options")) != (
+                asked["question_text"],
+                asked["options"],
+            ):
+                raise FaceLLMError(
+                    f"{path}: question {number} is not the benchmark's question {number} "
+                    "(results of another benchmark version?); use another --results-dir"
+                )
+            if "prediction" in question:
+                answers.predictions.setdefault(task.name, {})[number] = str(question["prediction"])
+            elif "error" in question:
+                answers.errors.setdefault(task.name, {})[number] = str(question["error"])
+    return answers
 
 
-def _write_results(results_dir: Path, task: Task, done: dict[str, str]) -> None:
-    questions = {n: ({**q, "prediction": done[n]} if n in done else q) for n, q in task.questions.items()}
-    write_json_atomic(results_dir / f"{task.name}.json", {**task.header, "questions": questions})
+def shard_folders(results_dir: Path) -> list[Path]:
+    root = results_dir / SHARDS_DIR
+    folders = sorted(root.glob("*-of-*")) if root.is_dir() else []
+    return [folder for folder in folders if folder.is_dir()]
 
 
-def evaluate(
-    make_model: Callable[[], object],
-    model_name: str,
-    model_path: str | None,
-    benchmark_dir: Path,
-    results_dir: Path,
-    limit: int | None = None,
-    prepend: bool = True,
-) -> dict:
-    """Answer every pending question (the first LIMIT of each file when given) and return the scores.
-    MODEL_NAME and MODEL_PATH identify the model; a results folder only ever holds one model's answers."""
+def known_answers(results_dir: Path, tasks: list[Task], identity: dict) -> Answers:
+    """Everything answered in the results folder and in all of its shard folders."""
+    known = read_answers(results_dir, tasks)
+    for folder in shard_folders(results_dir):
+        recorded = read_identity(folder)
+        if recorded and recorded != identity:
+            raise FaceLLMError(f"{folder}: holds results of {recorded}, not of {identity}")
+        known.add(read_answers(folder, tasks))
+    return known
+
+
+def with_answers(task: Task, answers: Answers) -> dict[str, dict]:
+    """TASK's questions, each with its known prediction (or, failing that, its error) added."""
+    predictions, errors = answers.predictions.get(task.name, {}), answers.errors.get(task.name, {})
+    questions = {}
+    for number, question in task.questions.items():
+        if number in predictions:
+            question = {**question, "prediction": predictions[number]}
+        elif number in errors:
+            question = {**question, "error": errors[number]}
+        questions[number] = question
+    return questions
+
+
+def write_task(folder: Path, task: Task, answers: Answers) -> None:
+    """FOLDER/<task>.json in the FaceXBench results format."""
+    write_json_atomic(folder / f"{task.name}.json", {**task.header, "questions": with_answers(task, answers)})
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")  # only when the model brought it in
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, str | None]]:
+    """(prediction, error) for each message: in one batch when the model has `generate_batch` (FaceLLM
+    does), else, or when the batch fails, one at a time so that one bad question fails alone."""
+    if len(messages) > 1 and hasattr(model, "generate_batch"):
+        try:
+            answers = list(model.generate_batch(messages, DATASET))
+            if len(answers) != len(messages):
+                raise ValueError(f"{len(answers)} answers to {len(messages)} questions")
+            return [(str(a if a is not None else "").strip(), None) for a in answers]
+        except Exception:
+            _free_accelerator_memory()  # an out-of-memory batch: each question is tried on its own below
+    results = []
+    for message in messages:
+        try:
+            answer = model.generate(message, dataset=DATASET)
+            results.append((str(answer if answer is not None else "").strip(), None))
+        except Exception as error:  # recorded with the question; the run goes on
+            _free_accelerator_memory()
+            results.append((None, _first_line(error)))
+    return results
+
+
+# A rough prompt length in characters, an image counting as much text as the ~256 tokens of one InternVL tile.
+IMAGE_CHARACTERS = 1000
+# Longer prompts (about 2k tokens: in FaceXBench, the tool-use questions) are answered alone. Their prefill is
+# compute-bound, so a batch saves nothing, and padding makes attention take its masked path: two different
+# tool-use prompts took 2.5 to 3.5 times as long in one batch as one after the other (tiny model, CPU).
+ALONE_CHARACTERS = 8_000
+
+
+def _length(task: Task, number: str, prepend: bool) -> int:
+    images = len(task.questions[number]["image_paths"])
+    return len(prompt_text(task, number, prepend)) + IMAGE_CHARACTERS * images
+
+
+def batches(items: list, size: int, length: Callable[[object], int]) -> list[list]:
+    """ITEMS (sorted by LENGTH) in batches of at most SIZE. A new batch starts early where an item is more
+    than 1.5 times as long as the batch's first (every prompt is padded to the longest, which would cost more
+    than batching saves), and an item longer than ALONE_CHARACTERS is a batch of its own."""
+    groups: list[list] = []
+    for item in items:
+        current = groups[-1] if groups else []
+        fits = (
+            current
+            and len(current) < size
+            and length(item) <= 1.5 * length(current[0])
+            and length(item) <= ALONE_CHARACTERS
+        )
+        if fits:
+            current.append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
     tasks = load_benchmark(benchmark_dir)
     if limit is not None:
         for task in tasks:
@@ -72,21 +254,151 @@ def evaluate(
     for task in tasks:  # every image is checked before any time is spent loading the model
         for number in task.questions:
             image_files(task, number, benchmark_dir)
+    return tasks
+
+
+def _positions(tasks: list[Task]) -> list[tuple[Task, str]]:
+    return [(task, number) for task in tasks for number in task.questions]
+
+
+def _summary(tasks: list[Task], answers: Answers, identity: dict, shard: Shard | None) -> dict:
+    """summary.json: how many of the questions this folder is for are answered, failed or pending, and the
+    error of each failed one."""
+    owned = [
+        (t, n) for position, (t, n) in enumerate(_positions(tasks)) if shard is None or shard.owns(position)
+    ]
+    answered = sum(answers.has(t.name, n) for t, n in owned)
+    errors = {}
+    for task, number in owned:
+        if not answers.has(task.name, number) and number in answers.errors.get(task.name, {}):
+            errors.setdefault(task.name, {})[number] = answers.errors[task.name][number]
+    failed = sum(len(found) for found in errors.values())
+    return {
+        **identity,
+        "shard": shard.name if shard else None,
+        "overall": {
+            "questions": len(owned),
+            "answered": answered,
+            "failed": failed,
+            "pending": len(owned) - answered - failed,
+        },
+        "errors": errors,
+    }
+
+
+def _finish_merged(results_dir: Path, tasks: list[Task], answers: Answers, identity: dict) -> dict:
+    """Write the union into RESULTS_DIR: results files, summary.json, results.json and results.txt."""
+    for task in tasks:
+        write_task(results_dir, task, answers)
+    summary = _summary(tasks, answers, identity, None)
+    write_json_atomic(results_dir / SUMMARY_FILE, summary)
+    scored = [Task(t.name, results_dir / f"{t.name}.json", t.header, with_answers(t, answers)) for t in tasks]
+    write_reports(results_dir, report(scored, identity))
+    return summary
+
+
+def evaluate(
+    make_model: Callable[[], object],
+    identity: dict,
+    benchmark_dir: Path,
+    results_dir: Path,
+    limit: int | None = None,
+    prepend: bool = False,
+    batch_size: int = 1,
+    shard: Shard | None = None,
+    progress: bool = True,
+    max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+) -> dict:
+    """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
+    SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
+    settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer."""
+    tasks = _prepare(benchmark_dir, limit)
     results_dir.mkdir(parents=True, exist_ok=True)
-    check_results_dir(results_dir, {"model": model_name, "model_path": model_path})
-    predictions = load_predictions(results_dir, tasks)
-    pending = [(t, n) for t in tasks for n in t.questions if n not in predictions[t.name]]
+    check_results_dir(results_dir, identity)
+    out = results_dir / SHARDS_DIR / shard.name if shard else results_dir
+    if shard:
+        out.mkdir(parents=True, exist_ok=True)
+        check_results_dir(out, identity)
+    known = known_answers(results_dir, tasks, identity)
+    mine = read_answers(out, tasks) if shard else known  # what this run's folder will hold
+    pending = [
+        (task, number)
+        for position, (task, number) in enumerate(_positions(tasks))
+        if (shard is None or shard.owns(position)) and not known.has(task.name, number)
+    ]
+    # Similar prompt lengths side by side: less padding in a batch (the tool-use context is ~9k characters).
+    pending.sort(key=lambda item: _length(*item, prepend))
+
+    for task in tasks:  # every file from the start, so that a report on a run in progress counts what is left
+        if not (out / f"{task.name}.json").is_file():
+            write_task(out, task, mine)
 
     if pending:
         model = make_model()
-        for task, number in tqdm(pending, desc=f"FaceXBench [{model_name}]", unit="question"):
-            message = vlmeval_message(task, number, benchmark_dir, prepend)
-            prediction = model.generate(message, dataset="FaceXBench")
-            predictions[task.name][number] = "" if prediction is None else str(prediction)
-            _write_results(results_dir, task, predictions[task.name])
+        label = f"FaceXBench {identity.get('model')}" + (
+            f" shard {shard.index}/{shard.count}" if shard else ""
+        )
+        failures_in_a_row, failed = 0, 0
+        with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
+            for batch in batches(pending, batch_size, lambda item: _length(*item, prepend)):
+                messages = [vlmeval_message(task, number, benchmark_dir, prepend) for task, number in batch]
+                for (task, number), (prediction, error) in zip(
+                    batch, answer_batch(model, messages), strict=True
+                ):
+                    mine.record(task.name, number, prediction, error)
+                    failed += error is not None
+                    failures_in_a_row = failures_in_a_row + 1 if error is not None else 0
+                for task in {task.name: task for task, _ in batch}.values():
+                    write_task(out, task, mine)
+                bar.update(len(batch))
+                if failed:
+                    bar.set_postfix(failed=failed)
+                if max_consecutive_failures and failures_in_a_row >= max_consecutive_failures:
+                    last = mine.errors[batch[-1][0].name][batch[-1][1]]
+                    raise FaceLLMError(
+                        f"{failures_in_a_row} questions in a row failed, the last with {last}; stopped "
+                        f"(answers so far are saved in {out})"
+                    )
 
-    summary = score(tasks, predictions)
-    summary["model"], summary["model_path"] = model_name, model_path
-    write_json_atomic(results_dir / "summary.json", summary)
-    write_text_atomic(results_dir / "report.txt", report_text(summary, model_name))
+    if shard is None:
+        return _finish_merged(results_dir, tasks, known, identity)
+    summary = _summary(tasks, mine, identity, shard)
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    merged = merge(benchmark_dir, results_dir, limit, required=False)
+    summary["merged"] = merged is not None
     return summary
+
+
+def merge(
+    benchmark_dir: Path, results_dir: Path, limit: int | None = None, required: bool = True
+) -> dict | None:
+    """Write the union of the shard folders into RESULTS_DIR once every question of the benchmark (first
+    LIMIT per file) is answered or failed somewhere. Returns the merged summary; when something is still
+    pending, raises (REQUIRED) or returns None."""
+    tasks = _prepare(benchmark_dir, limit)
+    identity = read_identity(results_dir)
+    if not identity:
+        raise FaceLLMError(f"{results_dir}: no {RUN_FILE}: not a results folder of vlmeval/evaluate.py")
+    folders = shard_folders(results_dir)
+    if required and not folders:
+        raise FaceLLMError(f"{results_dir}: no shard folders in {SHARDS_DIR}/ to merge")
+    known = known_answers(results_dir, tasks, identity)
+    waiting = [
+        (position, task.name, number)
+        for position, (task, number) in enumerate(_positions(tasks))
+        if not known.has(task.name, number) and number not in known.errors.get(task.name, {})
+    ]
+    if waiting:
+        if not required:
+            return None
+        counts = {folder.name.split("-of-")[-1] for folder in folders}
+        where = ""
+        if len(counts) == 1:  # one split: say which of its shards still have work
+            count = int(counts.pop())
+            shards = sorted({position % count for position, _, _ in waiting})
+            where = "; shards " + ", ".join(f"{index}/{count}" for index in shards)
+        raise FaceLLMError(
+            f"{results_dir}: {len(waiting)} questions not answered yet (first: {waiting[0][1]} question "
+            f"{waiting[0][2]}{where}); run them, then merge"
+        )
+    return _finish_merged(results_dir, tasks, known, identity)

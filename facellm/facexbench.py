@@ -1,4 +1,5 @@
-"""FaceXBench: reading the question files, building the prompts, reading the answers, scoring.
+"""FaceXBench: reading the question files, building the authors' prompts, reading an option letter from an
+answer (the scores are in facellm.facexbench_report).
 
 A benchmark folder holds `<name>.json` files (one task each; schema in the README of the FaceXBench copy) and
 `images/<name>/question_<n>[_<k>].png`. Image paths in the JSONs are relative to that folder and are always
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ HEADER_KEYS = (
     "postpend_text",
     "questions",
 )
-QUESTION_KEYS = ("image_paths", "question_text", "options", "correct_answer_option")
+QUESTION_KEYS = ("image_paths", "question_text", "options", "correct_answer_option", "answer")
 
 
 @dataclass
@@ -51,6 +51,9 @@ def load_task(path: Path) -> Task:
     missing = [key for key in HEADER_KEYS if key not in data]
     if missing:
         raise FaceLLMError(f"{path}: not a FaceXBench question file (missing {', '.join(missing)})")
+    wrong = [key for key in ("category", "sub-category", "num_images") if not isinstance(data[key], str)]
+    if wrong:
+        raise FaceLLMError(f"{path}: {', '.join(wrong)} must be text")
     if not isinstance(data["questions"], dict) or not data["questions"]:
         raise FaceLLMError(f"{path}: 'questions' must be a non-empty object keyed by question number")
     for number, question in data["questions"].items():
@@ -60,8 +63,12 @@ def load_task(path: Path) -> Task:
         if absent:
             raise FaceLLMError(f"{path}: question {number} lacks {', '.join(absent)}")
         answer, options = question["correct_answer_option"], question["options"]
-        if not isinstance(options, list) or len(options) < 2:
-            raise FaceLLMError(f"{path}: question {number}: options must be a list of at least 2")
+        if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
+            raise FaceLLMError(f"{path}: question {number}: options must be a list of 2 to {len(LETTERS)}")
+        if not all(isinstance(o, str | int | float) and not isinstance(o, bool) for o in options):
+            raise FaceLLMError(f"{path}: question {number}: options must be texts or numbers")
+        if not isinstance(question["question_text"], str):
+            raise FaceLLMError(f"{path}: question {number}: question_text must be a text")
         if not isinstance(answer, str) or answer not in tuple(LETTERS[: len(options)]):
             raise FaceLLMError(
                 f"{path}: question {number}: correct_answer_option {answer!r} is not a valid letter"
@@ -95,8 +102,10 @@ def image_files(task: Task, number: str, benchmark_dir: Path) -> list[Path]:
     return paths
 
 
-def prompt_text(task: Task, number: str, prepend: bool = True) -> str:
-    """The authors' layout: [tool context] [task instruction] question, answer format, one option a line."""
+def prompt_text(task: Task, number: str, prepend: bool = False) -> str:
+    """The authors' prompt: [tool context] [task instruction when PREPEND] question, answer format, then one
+    option a line as "(A) text", every part ending with a newline. The authors leave the instruction out
+    unless asked (their --prepend_text)."""
     question = task.questions[number]
     lines = []
     if task.header.get("context"):
@@ -104,35 +113,40 @@ def prompt_text(task: Task, number: str, prepend: bool = True) -> str:
     if prepend and task.header.get("prepend_text"):
         lines.append(task.header["prepend_text"])
     lines.append(question["question_text"])
-    lines.append(task.header["postpend_text"])
+    if task.header.get("postpend_text"):
+        lines.append(task.header["postpend_text"])
     lines += [f"({letter}) {option}" for letter, option in zip(LETTERS, question["options"], strict=False)]
-    return "\n".join(lines)
+    return "".join(f"{line}\n" for line in lines)
 
 
-def vlmeval_message(task: Task, number: str, benchmark_dir: Path, prepend: bool = True) -> list[dict]:
+def vlmeval_message(task: Task, number: str, benchmark_dir: Path, prepend: bool = False) -> list[dict]:
     """A VLMEvalKit message: the question's images (absolute paths), then the prompt text."""
     images = [{"type": "image", "value": str(path)} for path in image_files(task, number, benchmark_dir)]
     return [*images, {"type": "text", "value": prompt_text(task, number, prepend)}]
 
 
 # Answer extraction. The rules, tried in order; the first that designates exactly one valid letter decides:
-#   1. a letter after "answer" ("The answer is D", "Answer: (b)", "answer - C"),
-#   2. then after "option" / "choice" ("The correct option is (B) sad"),
-#   3. a first line that is a letter alone or a letter with . : ) ] ("C", "(C)", "C. neutral", "D) anger"),
+#   1. a letter after "answer" ("The answer is D", "Answer: (b)", "answer - c"),
+#   2. then after "option" / "choice" ("The correct option is (B) sad", "Choice: c"),
+#   3. a first line that is a letter alone, or a letter followed by . : ) ]
+#      ("C", "(c)", "C. neutral", "b) sad"),
 #   4. letters in brackets anywhere ("I pick (B)"): only when all of them agree,
-#   5. the whole answer, or its first line, equal to one option's text ("sad", 2 for integer options),
+#   5. the whole answer, its first line, or what follows "answer is" / "answer:" equal to one option's text
+#      ("sad", "The answer is sad.", "2" for integer options, "27 to 31"), ignoring case and a final period,
 #   6. a lone capital letter anywhere ("I think it's C"): only when all of them agree.
-# A lower-case letter counts only in brackets or alone on the first line. A capital "A" followed by a
-# lower-case word ("A man with ...", "The answer is a man") is the English article, never an answer,
-# unless that word is a connective ("A because ...", "A as ...").
+# A lower-case letter counts in brackets, after the keywords of rules 1-2, and at the start of the first line.
+# "A" or "a" followed by a lower-case word ("A man with ...", "The answer is a man") is the English article,
+# never an answer, unless that word is a connective ("A because ...", "A is correct").
+# When a letter and an option text disagree ("(A) sad" where sad is B), the letter wins: rules 1-4 come first.
 # Markdown emphasis and \boxed{} are removed first. Anything else is unparsed (None) and scored wrong.
-_LETTER = r"(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-D])(?![A-Za-z0-9]))"
+_LETTER = r"(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-Da-d])(?![A-Za-z0-9]))"
 _AFTER_ANSWER = re.compile(r"(?i:\banswer)(?i:\s+is)?\s*[:\-–=]?\s*" + _LETTER)
 _AFTER_OPTION = re.compile(r"(?i:\b(?:option|choice))(?i:\s+is)?\s*[:\-–=]?\s*" + _LETTER)
-_FIRST_LINE = re.compile(r"^\s*[(\[]?([A-Da-d])(?:[)\]]|[.:])?\s*$|^\s*[(\[]?([A-D])[.:)\]]\s")
+_FIRST_LINE = re.compile(r"^\s*[(\[]?([A-Da-d])(?:[)\]]|[.:])?\s*$|^\s*[(\[]?([A-Da-d])[.:)\]]\s")
 _BRACKETED = re.compile(r"[(\[]([A-Da-d])[)\]]")
 _LONE_CAPITAL = re.compile(r"(?<![A-Za-z0-9'’])([A-D])(?![A-Za-z0-9'’])")
 _ARTICLE_AFTER = re.compile(r"\s+(?!(?:because|since|as|and|or|for|which|is|was|seems)\b)[a-z]")
+_ANSWER_TEXT = re.compile(r"(?i:\banswer)(?i:\s+is)?\s*[:\-–=]?\s*([^\n]+)")
 _BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 
 
@@ -140,11 +154,15 @@ def _letters(pattern: re.Pattern, text: str, valid: str) -> list[str]:
     found = []
     for match in pattern.finditer(text):
         index, letter = next((i, g) for i, g in enumerate(match.groups(), start=1) if g)
-        if letter == "A" and _ARTICLE_AFTER.match(text, match.end(index)):
+        if letter in "Aa" and _ARTICLE_AFTER.match(text, match.end(index)):
             continue
         if letter.upper() in valid:
             found.append(letter.upper())
     return found
+
+
+def _normalised(text: str) -> str:
+    return text.strip().strip("\"'`").rstrip(".").strip().lower()
 
 
 def extract_letter(prediction: str, options: list) -> str | None:
@@ -164,62 +182,11 @@ def extract_letter(prediction: str, options: list) -> str | None:
         return found[0]
     if len(bracketed) == 1:
         return bracketed.pop()
-    for candidate in (text, first_line):
-        normalised = candidate.lower().rstrip(".").strip()
-        matches = [
-            letter
-            for letter, option in zip(LETTERS, options, strict=False)
-            if str(option).lower() == normalised
-        ]
-        if len(matches) == 1:
-            return matches[0]
+    after_answer = [match.group(1) for match in _ANSWER_TEXT.finditer(text)]
+    texts = {_normalised(str(option)): letter for letter, option in zip(LETTERS, options, strict=False)}
+    for candidate in (text, first_line, *after_answer):
+        letter = texts.get(_normalised(candidate))
+        if letter is not None:
+            return letter
     lone = set(_letters(_LONE_CAPITAL, text, valid))
     return lone.pop() if len(lone) == 1 else None
-
-
-def score(tasks: list[Task], predictions: dict[str, dict[str, str]]) -> dict:
-    """Accuracy per task and overall; unanswered and unparseable answers count as wrong and are reported."""
-    per_task, totals = {}, defaultdict(int)
-    for task in tasks:
-        done = predictions.get(task.name, {})
-        correct = unparsed = answered = 0
-        for number, question in task.questions.items():
-            if number not in done:
-                continue
-            answered += 1
-            letter = extract_letter(done[number], question["options"])
-            unparsed += letter is None
-            correct += letter == question["correct_answer_option"]
-        per_task[task.name] = {
-            "task": task.label,
-            "questions": len(task.questions),
-            "answered": answered,
-            "correct": correct,
-            "unparsed": unparsed,
-            "accuracy": round(100 * correct / answered, 2) if answered else None,
-        }
-        for key in ("questions", "answered", "correct", "unparsed"):
-            totals[key] += per_task[task.name][key]
-    overall = dict(totals)
-    overall["accuracy"] = (
-        round(100 * totals["correct"] / totals["answered"], 2) if totals["answered"] else None
-    )
-    return {"overall": overall, "files": per_task}
-
-
-def report_text(summary: dict, model: str) -> str:
-    lines = [f"FaceXBench accuracy of {model} (% of answered questions; unparsed answers count as wrong)", ""]
-    lines.append(f"{'file':44} {'task':36} {'answered':>9} {'acc %':>7} {'unparsed':>9}")
-    for name, row in summary["files"].items():
-        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f}"
-        lines.append(
-            f"{name:44} {row['task']:36} {row['answered']:>4}/{row['questions']:<4} "
-            f"{accuracy:>7} {row['unparsed']:>9}"
-        )
-    overall = summary["overall"]
-    accuracy = "-" if overall["accuracy"] is None else f"{overall['accuracy']:.2f}"
-    lines.append(
-        f"{'overall':44} {'':36} {overall['answered']:>4}/{overall['questions']:<4} {accuracy:>7} "
-        f"{overall['unparsed']:>9}"
-    )
-    return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
-"""Loading the VLMEvalKit plug-in files by path.
+"""The VLMEvalKit plug-in: which models it registers, loading its files by path, and VLMEvalKit's own launcher
+with them registered.
 
 The repository's `vlmeval/` folder deliberately has no `__init__.py`: as a package it would shadow the
 installed VLMEvalKit (also called `vlmeval`). Its files are therefore imported by path, under module names
-of their own.
+of their own. Nothing in VLMEvalKit's installed files is modified: registration only adds keys to its
+`supported_VLM` dict and one class to its `vlmeval.vlm` module, both shared by everything that imports them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from types import ModuleType
 from facellm.cli import FaceLLMError
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "vlmeval"
+
+# name -> default model path (a hub id; every entry takes model_path= for a local export instead)
+FACELLM_MODELS = {
+    "FaceLLM-1B": "Idiap/FaceLLM-1B",
+    "FaceLLM-8B": "Idiap/FaceLLM-8B",
+    "FaceLLM-38B": "Idiap/FaceLLM-38B",
+}
+# The base models FaceLLM is trained from, run through the same class: the baselines of a comparison.
+# VLMEvalKit's own InternVL3 entries load the remote-code checkpoints; these are the HF-native ones.
+BASELINE_MODELS = {
+    f"InternVL3-{size}-hf": f"OpenGVLab/InternVL3-{size}-hf" for size in ("1B", "2B", "8B", "14B", "38B")
+}
+REGISTERED_MODELS = FACELLM_MODELS | BASELINE_MODELS
 
 
 def import_file(path: Path, module_name: str) -> ModuleType:
@@ -35,10 +50,27 @@ def import_file(path: Path, module_name: str) -> ModuleType:
 
 
 def register_plugin(plugin_dir: Path = PLUGIN_DIR) -> ModuleType:
-    """Run `vlmeval/config.py`, which adds the FaceLLM models to VLMEvalKit's `supported_VLM`."""
+    """Run `vlmeval/config.py`, which adds the models above to VLMEvalKit's `supported_VLM` and the FaceLLM
+    class to `vlmeval.vlm`. Returns that config module."""
     if not (plugin_dir / "vlm" / "facellm.py").is_file():
         raise FaceLLMError(
             f"{plugin_dir}: FaceLLM's VLMEvalKit plug-in not found; run from a checkout of the repository "
             "installed in editable mode (uv sync)"
         )
+    # Running one of the folder's scripts puts the folder first on sys.path, where its evaluate.py and
+    # run.py would shadow modules of those names for everything imported later (Hugging Face's `evaluate`,
+    # which some VLMEvalKit datasets import). Its files are loaded by path, so it is not needed there.
+    folder = plugin_dir.resolve()
+    sys.path[:] = [entry for entry in sys.path if not entry or Path(entry).resolve() != folder]
     return import_file(plugin_dir / "config.py", "facellm_vlmeval_config")
+
+
+def run_vlmevalkit(argv: list[str]) -> None:
+    """VLMEvalKit's own `run.py` (its --data/--model and --config routes) with the plug-in registered first,
+    so that its model names and its class lookup by name in `vlmeval.vlm` both find FaceLLM."""
+    register_plugin()
+    from vlmeval import run
+
+    run.load_env()
+    sys.argv = ["vlmeval/run.py", *argv]
+    run.main()

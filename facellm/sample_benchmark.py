@@ -11,11 +11,14 @@ import argparse
 import random
 from pathlib import Path
 
+from PIL import Image
+
 from facellm.cli import FaceLLMError, run_cli
 from facellm.facexbench import LETTERS
 from facellm.fairface import AGE_BINS, FaceRecord, load_split, require_images
 from facellm.files import write_json_atomic
 
+SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "fairface-sample"
 ANSWER_FORMAT = "Reply with the letter of the correct option only (A, B, C or D)."
 
 
@@ -57,8 +60,6 @@ def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> P
     def save(task: str, name: str, face: FaceRecord) -> str:
         relative = f"images/{task}/{name}.png"
         (bench / relative).parent.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         with Image.open(image_root / face.file) as image:
             image.convert("RGB").save(bench / relative)
         return relative
@@ -114,16 +115,64 @@ def build(fairface_root: Path, out: Path, per_task: int = 4, seed: int = 0) -> P
     return bench
 
 
+def with_placeholder_images(
+    question_dir: Path, out: Path, names: list[str], limit: int | None = None, fairface_root: Path = SAMPLE
+) -> Path:
+    """OUT/benchmark/: the question files NAMES of QUESTION_DIR (real FaceXBench ones, say: their schema and
+    texts), the first LIMIT questions of each, with every image they name drawn as a placeholder from the
+    sample faces (a different face, mirrored or not, for each image). The FaceXBench images are not needed;
+    the copies stay where OUT is and are never meant to be committed. Returns the benchmark folder."""
+    from PIL import ImageOps
+
+    from facellm.facexbench import load_task
+    from facellm.fairface import find_image_root, resolve_inside
+
+    faces = sorted((find_image_root(fairface_root) / "val").glob("*.jpg"))
+    if not faces:
+        raise FaceLLMError(f"{fairface_root}: no sample faces under val/")
+    bench = out / "benchmark"
+    count = 0
+    for name in names:
+        task = load_task(question_dir / f"{name}.json")
+        questions = dict(list(task.questions.items())[:limit])
+        for question in questions.values():
+            for relative in question["image_paths"]:
+                target = resolve_inside(bench, relative, f"{task.path}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with Image.open(faces[count % len(faces)]) as face:
+                    image = face.convert("RGB")
+                (ImageOps.mirror(image) if (count // len(faces)) % 2 else image).save(target)
+                count += 1
+        write_json_atomic(bench / f"{name}.json", {**task.header, "questions": questions})
+    return bench
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m facellm.sample_benchmark",
-        description="Write a small FaceXBench-format benchmark built from FairFace-layout sample faces.",
+        description="Write a small FaceXBench-format benchmark built from FairFace-layout sample faces, or "
+        "(--questions-from) copies of FaceXBench question files with placeholder images, to try the "
+        "evaluation without the FaceXBench images.",
     )
     parser.add_argument("--fairface-root", type=Path, default=Path("assets/fairface-sample"))
     parser.add_argument("--out", type=Path, default=Path("saves/facexbench-sample"))
     parser.add_argument("--per-task", type=int, default=4, help="questions per task file (default: 4)")
+    parser.add_argument(
+        "--questions-from", type=Path, default=None,
+        help="a folder of FaceXBench question files: copy them (first --per-task questions of each) and "
+        "draw a placeholder image for every image they name",
+    )  # fmt: skip
+    parser.add_argument("--files", nargs="+", default=None, help="with --questions-from: file names (stems)")
     args = parser.parse_args(argv)
-    bench = build(args.fairface_root, args.out, args.per_task)
+    if args.questions_from:
+        names = args.files or sorted(p.stem for p in args.questions_from.glob("*.json"))
+        if not names:
+            raise FaceLLMError(f"{args.questions_from}: no question files (*.json) in this folder")
+        bench = with_placeholder_images(
+            args.questions_from, args.out, names, args.per_task, args.fairface_root
+        )
+    else:
+        bench = build(args.fairface_root, args.out, args.per_task)
     print(f"sample benchmark: {bench}")
 
 

@@ -1,70 +1,172 @@
-"""Evaluate a FaceLLM (or any registered VLMEvalKit model) on FaceXBench. Run with --help for the options."""
+"""Evaluate a FaceLLM (or any VLMEvalKit model) on FaceXBench. Run with --help for the options."""
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from facellm.cli import FaceLLMError, run_cli
-from facellm.evaluation import evaluate
-from facellm.facexbench import report_text
-from facellm.plugin import register_plugin
+from facellm.evaluation import MAX_CONSECUTIVE_FAILURES, Shard, evaluate, merge
+from facellm.facexbench_report import RESULTS_TEXT
+from facellm.plugin import REGISTERED_MODELS, register_plugin
+
+DESCRIPTION = """\
+Answer the FaceXBench questions with a model registered in VLMEvalKit's supported_VLM (FaceLLM-1B/8B/38B and
+InternVL3-{1B,2B,8B,14B,38B}-hf are added by this repository's plug-in) and write the results in the
+FaceXBench format: RESULTS/<file>.json is the question file with a "prediction" per answered question, plus
+results.txt / results.json (accuracy per category, task, image count and file) and summary.json.
+
+Every image is resolved against --benchmark-dir and checked before the model loads: a missing image stops
+the run (it is never handed to the model as text). Results are saved after every batch; rerunning the same
+command resumes, and asks again the questions that failed (a failing question is recorded with its error
+and the run goes on; the exit code is then 1).
+
+Sharding: run shard I of N (I from 0) with --shard I/N, one process per GPU (CUDA_VISIBLE_DEVICES=I), or
+under torchrun (RANK and WORLD_SIZE are read; each rank uses cuda:LOCAL_RANK). Shards write to
+RESULTS/shards/I-of-N/; the last one to finish merges into RESULTS/ (or run --merge), giving the files an
+unsharded run gives.
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python vlmeval/evaluate.py",
-        description="Answer FaceXBench questions with a VLMEvalKit model and report accuracy per task. "
-        "Resumes: questions already answered in --results-dir are not asked again.",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--model", default="FaceLLM-1B", help="name in VLMEvalKit's supported_VLM (default: %(default)s)"
     )
     parser.add_argument(
-        "--model-path", default=None, help="local model folder instead of the registered hub id"
-    )
+        "--model-path", "--model_path", default=None,
+        help="local model folder (an export.sh output) or hub id instead of the registered one",
+    )  # fmt: skip
     parser.add_argument(
-        "--benchmark-dir",
-        type=Path,
-        default=Path("data/facexbench/benchmark"),
-        help="folder with the FaceXBench *.json files and images/ (default: %(default)s)",
-    )
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: saves/facexbench/<model>")
+        "--benchmark-dir", "--benchmark_dir", type=Path, default=Path("data/facexbench/benchmark"),
+        help="folder with the FaceXBench *.json files and their images/ (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--results-dir", "--results_dir", type=Path, default=None,
+        help="where results go (default: saves/facexbench/MODEL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prepend_text", "--prepend-text", dest="prepend", action="store_true",
+        help="put each file's task instruction (prepend_text) before the question; off by default, as in "
+        "the authors' evaluation",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size", "--batch_size", type=int, default=1,
+        help="questions per forward pass (default: 1, the authors' protocol). FaceLLM answers a batch "
+        "left-padded, with the same greedy answers as one at a time in float32; in bfloat16 an answer may "
+        "change where two tokens are nearly tied",
+    )  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions of each file")
     parser.add_argument(
-        "--no-prepend-text",
-        dest="prepend",
-        action="store_false",
-        help="leave out each task's instruction text before the question",
+        "--shard",
+        default=None,
+        help="I/N: answer only shard I (from 0) of N (default: RANK/WORLD_SIZE if set)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="merge the shards of --results-dir into it (checks that every question is answered) and exit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None,
+        help="answer length limit (default: 64 for the plug-in's models, the model's own for others)",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="plug-in models: cuda, cuda:1, cpu (default: auto)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+        help="plug-in models: default bfloat16 on CUDA, float32 on CPU",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-consecutive-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
+        help="stop when this many questions in a row fail, e.g. a broken model or GPU "
+        "(default: %(default)s; 0 never stops)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    if args.max_new_tokens < 1:
-        parser.error("--max-new-tokens must be at least 1")
+    for name in ("limit", "max_new_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.max_consecutive_failures < 0:
+        parser.error("--max-consecutive-failures must be 0 or more")
+    results_dir = args.results_dir or Path("saves/facexbench") / args.model
 
-    supported_vlm = register_plugin().supported_VLM
-    if args.model not in supported_vlm:
-        raise FaceLLMError(f"unknown model {args.model!r}: not in VLMEvalKit's supported_VLM")
-    overrides = {"max_new_tokens": args.max_new_tokens}
+    if args.merge:
+        summary = merge(args.benchmark_dir, results_dir, args.limit)
+        finish(summary, results_dir)
+        return
+
+    shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    registered = args.model in REGISTERED_MODELS
+    if registered:
+        default_path = REGISTERED_MODELS[args.model]
+    else:  # any other VLMEvalKit model: its entry says where its weights are
+        supported_vlm = register_plugin().supported_VLM
+        if args.model not in supported_vlm:
+            raise FaceLLMError(f"unknown model {args.model!r}: not in VLMEvalKit's supported_VLM")
+        default_path = getattr(supported_vlm[args.model], "keywords", {}).get("model_path")
+    overrides = {}
     if args.model_path:
         # a local folder is recorded by its absolute path, so that resuming from elsewhere still matches
         local = Path(args.model_path)
         overrides["model_path"] = str(local.absolute()) if local.exists() else args.model_path
-    model_path = overrides.get("model_path") or getattr(supported_vlm[args.model], "keywords", {}).get(
-        "model_path"
-    )
-    results_dir = args.results_dir or Path("saves/facexbench") / args.model
+    max_new_tokens = args.max_new_tokens or (64 if registered else None)
+    if max_new_tokens is not None:
+        overrides["max_new_tokens"] = max_new_tokens
+    identity = {
+        "model": args.model,
+        "model_path": overrides.get("model_path", default_path),
+        "prepend_text": args.prepend,
+        "max_new_tokens": max_new_tokens,
+    }
+
+    def make_model():
+        options = dict(overrides)
+        if registered:
+            options["dtype"] = args.dtype
+            options["device"] = args.device or device_for(shard)
+        return register_plugin().supported_VLM[args.model](**options)
+
     summary = evaluate(
-        lambda: supported_vlm[args.model](**overrides),
-        args.model,
-        model_path,
-        args.benchmark_dir,
-        results_dir,
-        args.limit,
-        args.prepend,
-    )
-    print(report_text(summary, args.model), end="")
+        make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
+        batch_size=args.batch_size, shard=shard, progress=not args.no_progress,
+        max_consecutive_failures=args.max_consecutive_failures,
+    )  # fmt: skip
+    if shard and not summary["merged"]:
+        counts = summary["overall"]
+        print(
+            f"shard {shard.index}/{shard.count}: {counts['answered']} answered, {counts['failed']} failed, "
+            f"{counts['pending']} pending, in {results_dir / 'shards' / shard.name}; the results are merged "
+            "when every shard is done"
+        )
+        sys.exit(1 if counts["failed"] else 0)
+    finish(summary, results_dir)
+
+
+def device_for(shard: Shard | None) -> str | None:
+    """Under torchrun each rank takes its own GPU (LOCAL_RANK); otherwise the plug-in chooses."""
+    if shard is None or "LOCAL_RANK" not in os.environ:
+        return None
+    import torch
+
+    return f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else None
+
+
+def finish(summary: dict, results_dir: Path) -> None:
+    print((results_dir / RESULTS_TEXT).read_text(encoding="utf-8"), end="")
     print(f"results: {results_dir}")
+    failed = summary["overall"]["failed"]
+    if failed:
+        print(
+            f"{failed} questions failed (errors in {results_dir / 'summary.json'}); run the same command "
+            "again to retry them",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

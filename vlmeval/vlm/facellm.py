@@ -1,20 +1,61 @@
 """FaceLLM as a VLMEvalKit model: InternVL3-hf through transformers' native classes (no remote code)."""
 
+import warnings
+from pathlib import Path
+
 from vlmeval.vlm.base import BaseModel
 
+from facellm.cli import FaceLLMError
 from facellm.inference import DEFAULT_MODEL, FaceLLMModel, Part
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 class FaceLLM(BaseModel):
     INTERLEAVE = True  # FaceXBench has questions with several images between texts
 
-    def __init__(self, model_path=DEFAULT_MODEL, max_new_tokens=64, system=None, device=None, **kwargs):
+    def __init__(
+        self, model_path=DEFAULT_MODEL, max_new_tokens=64, system=None, device=None, dtype=None, **kwargs
+    ):
         super().__init__()
+        if kwargs:  # VLMEvalKit passes its own options to every model; a typo should not pass unnoticed
+            warnings.warn(f"FaceLLM ignores {', '.join(sorted(kwargs))}", stacklevel=2)
         self.model_path = model_path
-        # Benchmark images reach the model at their own size, as in the released evaluation.
+        # Device and dtype follow the machine (CUDA bf16, else CPU fp32) unless given. Benchmark images reach
+        # the model at their own size, as in the released evaluation.
         self.engine = FaceLLMModel(
-            model_path, device=device, system=system, max_new_tokens=max_new_tokens, max_pixels=None
-        )
+            model_path, device=device, dtype=dtype, system=system, max_new_tokens=max_new_tokens,
+            max_pixels=None,
+        )  # fmt: skip
 
     def generate_inner(self, message, dataset=None):
-        return self.engine.generate([Part(item["type"], item["value"]) for item in message])
+        return self.engine.generate(_parts(message))
+
+    def generate_batch(self, messages, dataset=None):
+        """Answers to several messages in one left-padded batch, equal to the greedy answers `generate` gives
+        one at a time. Each message is normalised and checked as `generate` does it."""
+        batch = []
+        for message in messages:
+            kind = self.check_content(message)
+            message = self.preproc_content(message) if kind != "unknown" else None
+            if message is None or any(item["type"] not in self.allowed_types for item in message):
+                raise ValueError(f"not a VLMEvalKit message: {message!r}")
+            batch.append(_parts(message))
+        return [answer for answer, _ in self.engine.generate_batch(batch)]
+
+
+def _parts(message) -> list[Part]:
+    parts = []
+    for item in message:
+        value = item["value"]
+        # VLMEvalKit turns an image path that does not exist into a text item: refuse to answer a question
+        # whose image the model would never see.
+        if item["type"] == "text" and _looks_like_image_path(value):
+            raise FaceLLMError(f"{value}: image not found (it would reach the model as text)")
+        parts.append(Part(item["type"], value))
+    return parts
+
+
+def _looks_like_image_path(text) -> bool:
+    text = str(text).strip()
+    return bool(text) and len(text.split()) == 1 and Path(text).suffix.lower() in IMAGE_SUFFIXES
