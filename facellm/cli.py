@@ -13,6 +13,12 @@ class FaceLLMError(Exception):
     """A problem with the user's input or set-up. The message names the file and the problem."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__
+
+
 def run_cli(main: Callable[[], object]) -> None:
     try:
         main()

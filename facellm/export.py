@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from facellm.cli import FaceLLMError, run_cli
+from facellm.cli import FaceLLMError, first_line, run_cli
 from facellm.files import read_json, write_json_atomic, write_text_atomic
 from facellm.recipes import RESOLVED_CONFIG, model_size
 from facellm.training_report import training_summary
@@ -35,11 +35,6 @@ ATOL = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.25}
 EFFECT_SHARE = 0.1
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
-
-
 def _resolved_config(adapter: Path) -> dict:
     """The training config saved by train.sh (in the adapter folder, or its parent for checkpoint-N)."""
     for folder in (adapter, adapter.parent):
@@ -51,17 +46,13 @@ def _resolved_config(adapter: Path) -> dict:
 
 
 def _probe_inputs(processor, image_path: Path, prompt: str, template: str):
-    from facellm.images import load_image
-    from facellm.inference import training_system_prompt
+    """The probe laid out exactly as inference.py asks it (system prompt of TEMPLATE, training image size)."""
+    from facellm.images import TRAINING_MAX_PIXELS, load_image
+    from facellm.inference import Part, encode_turns, training_system_prompt
 
-    messages = [
-        {"role": "system", "content": training_system_prompt(template)},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
-    ]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    tiling = {"crop_to_patches": bool(getattr(processor.image_processor, "crop_to_patches", False))}
-    return processor(
-        images=[load_image(image_path, 224 * 224)], text=[text], return_tensors="pt", images_kwargs=tiling
+    probe = [[Part("image", image_path), Part("text", prompt)]]
+    return encode_turns(
+        processor, training_system_prompt(template), probe, lambda path: load_image(path, TRAINING_MAX_PIXELS)
     )
 
 
@@ -89,18 +80,13 @@ def _load(path: str, dtype: str, device: str):
 
 def reference_logits(base: str, adapter: Path, dtype: str, device: str, inputs):
     """(logits with the adapter applied, logits of the bare base), from one load of the base."""
-    from peft import PeftModel
+    from facellm.inference import apply_adapter
 
     try:
         model = _load(base, dtype, device)
     except (OSError, ValueError) as error:
-        raise FaceLLMError(f"{base}: cannot load the base model ({_first_line(error)})") from None
-    try:
-        model = PeftModel.from_pretrained(model, str(adapter)).eval()
-    except (RuntimeError, ValueError, KeyError, AttributeError) as error:
-        raise FaceLLMError(
-            f"{adapter}: this adapter does not fit the base model {base} ({_first_line(error)})"
-        ) from None
+        raise FaceLLMError(f"{base}: cannot load the base model ({first_line(error)})") from None
+    model = apply_adapter(model, str(adapter), base).eval()
     with_adapter = _logits(model, inputs)
     with model.disable_adapter():
         without = _logits(model, inputs)
@@ -146,12 +132,13 @@ class Verifier:
     ):
         from transformers import AutoProcessor
 
-        # LLaMA-Factory saves the processor it trained with into the adapter folder
-        source = str(adapter) if (adapter / "tokenizer_config.json").is_file() else base
+        from facellm.inference import processor_source
+
+        source = processor_source(base, str(adapter))
         try:
             processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as error:
-            raise FaceLLMError(f"{source}: cannot load the processor ({_first_line(error)})") from None
+            raise FaceLLMError(f"{source}: cannot load the processor ({first_line(error)})") from None
         self.inputs = _probe_inputs(processor, probe, prompt, template)
         self.dtype, self.device = dtype, device
         self.probe, self.prompt = probe, prompt
@@ -161,7 +148,7 @@ class Verifier:
         try:
             merged = _logits(_load(str(out), self.dtype, self.device), self.inputs)
         except (OSError, ValueError) as error:
-            raise FaceLLMError(f"{out}: cannot load the merged model ({_first_line(error)})") from None
+            raise FaceLLMError(f"{out}: cannot load the merged model ({first_line(error)})") from None
         if merged.shape != self.reference.shape:
             raise FaceLLMError(
                 f"{out}: the merged model is not the adapter's base (logits {tuple(merged.shape)})"
@@ -309,12 +296,9 @@ def main(argv: list[str] | None = None) -> None:
         raise FaceLLMError(
             f"{adapter}: not a LoRA adapter folder (no adapter_config.json); run train.sh first"
         )
-    adapter_config = read_json(adapter / "adapter_config.json")
-    base = args.base or (
-        adapter_config.get("base_model_name_or_path") if isinstance(adapter_config, dict) else None
-    )
-    if not base:
-        raise FaceLLMError(f"{adapter}/adapter_config.json: names no base model; pass --base")
+    from facellm.inference import resolve_model
+
+    base, _ = resolve_model(str(adapter), args.base)  # the base adapter_config.json names, unless --base
     if not args.probe_image.is_file():
         raise FaceLLMError(f"{args.probe_image}: probe image not found")
     config = _resolved_config(adapter)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facellm.cli import FaceLLMError
+from facellm.cli import FaceLLMError, first_line
 from facellm.files import read_json
 from facellm.images import TRAINING_MAX_PIXELS, load_image
 
@@ -28,10 +28,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def training_system_prompt(template: str = TRAINING_TEMPLATE) -> str:
     """The system prompt LLaMA-Factory inserted during training (its template's default), read from
-    LLaMA-Factory itself so that inference cannot drift from training."""
-    from llamafactory.data.template import TEMPLATES
+    LLaMA-Factory itself so that inference cannot drift from training (cached per version: importing
+    LLaMA-Factory for one string would cost every start about 20 s)."""
+    from facellm.recipes import template_system_prompt
 
-    return TEMPLATES[template].default_system or ""
+    return template_system_prompt(template)
 
 
 def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]:
@@ -55,12 +56,45 @@ def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]
     return model, None
 
 
+def processor_source(weights: str, adapter: str | None) -> str:
+    """Where the processor is read from: an adapter folder written by LLaMA-Factory carries the processor it
+    trained with; otherwise the model's own."""
+    return adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else weights
+
+
 @dataclass
 class Part:
     """One piece of an interleaved prompt: an image (path or PIL image) or a text."""
 
     kind: str  # "image" | "text"
     value: object
+
+
+def encode_turns(processor, system: str | None, batch: list[list[Part]], load_image_part) -> object:
+    """Model inputs for a batch of user turns made of interleaved images and texts, laid out as
+    LLaMA-Factory's intern_vl template trained them: SYSTEM first when given, one image placeholder per
+    image (each image through LOAD_IMAGE_PART), left-padded."""
+    texts, images = [], []
+    for turn in batch:
+        content = []
+        for part in turn:
+            if part.kind == "image":
+                images.append(load_image_part(part.value))
+                content.append({"type": "image"})
+            elif part.kind == "text":
+                content.append({"type": "text", "text": str(part.value)})
+            else:
+                raise ValueError(f"unsupported prompt part {part.kind!r}")
+        messages = [{"role": "user", "content": content}]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+    # LLaMA-Factory tiles images only as the image processor's own config says (InternVLProcessor would
+    # always tile); following that config shows the model what it was trained on.
+    tiling = {"crop_to_patches": bool(getattr(processor.image_processor, "crop_to_patches", False))}
+    return processor(
+        images=images or None, text=texts, return_tensors="pt", padding=True, images_kwargs=tiling
+    )
 
 
 class FaceLLMModel:
@@ -89,22 +123,20 @@ class FaceLLMModel:
             raise FaceLLMError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         weights, adapter = resolve_model(model_path, base)
         try:
-            # an adapter folder written by LLaMA-Factory carries the processor it trained with
-            has_processor = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
             self.processor = AutoProcessor.from_pretrained(
-                adapter if has_processor else weights, trust_remote_code=False
+                processor_source(weights, adapter), trust_remote_code=False
             )
             self.model = AutoModelForImageTextToText.from_pretrained(
                 weights, dtype=getattr(torch, dtype), trust_remote_code=False
             )
         except (OSError, ValueError) as error:
-            raise FaceLLMError(f"{weights}: cannot load model ({_first_line(error)})") from None
+            raise FaceLLMError(f"{weights}: cannot load model ({first_line(error)})") from None
         if adapter:
             self.model = _merge_adapter(self.model, adapter, weights)
         try:
             self.model.to(self.device).eval()
         except (RuntimeError, AssertionError) as error:
-            raise FaceLLMError(f"device {self.device!r} is not usable here ({_first_line(error)})") from None
+            raise FaceLLMError(f"device {self.device!r} is not usable here ({first_line(error)})") from None
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         self.system = training_system_prompt() if system is None else system
         self.max_new_tokens = max_new_tokens
@@ -117,36 +149,11 @@ class FaceLLMModel:
             return downscale(to_rgb(value), self.max_pixels)
         return load_image(value, self.max_pixels)
 
-    def _prompt(self, parts: list[Part]) -> tuple[str, list[Image.Image]]:
-        content, images = [], []
-        for part in parts:
-            if part.kind == "image":
-                images.append(self._image(part.value))
-                content.append({"type": "image"})
-            elif part.kind == "text":
-                content.append({"type": "text", "text": str(part.value)})
-            else:
-                raise ValueError(f"unsupported prompt part {part.kind!r}")
-        messages = [{"role": "user", "content": content}]
-        if self.system:
-            messages.insert(0, {"role": "system", "content": self.system})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True), images
-
     def encode(self, parts: list[Part] | list[list[Part]]):
         """The model inputs (token ids, pixels) for one user turn of interleaved images and texts, or for a
         batch of such turns (left-padded)."""
         batch = parts if parts and isinstance(parts[0], list) else [parts]
-        texts, images = [], []
-        for turn in batch:
-            text, turn_images = self._prompt(turn)
-            texts.append(text)
-            images.extend(turn_images)
-        # LLaMA-Factory tiles images only as the image processor's own config says (InternVLProcessor
-        # would always tile); following that config shows the model what it was trained on.
-        tiling = {"crop_to_patches": bool(getattr(self.processor.image_processor, "crop_to_patches", False))}
-        return self.processor(
-            images=images or None, text=texts, return_tensors="pt", padding=True, images_kwargs=tiling
-        )
+        return encode_turns(self.processor, self.system, batch, self._image)
 
     def generate_batch(
         self,
@@ -199,25 +206,25 @@ class FaceLLMModel:
         return self.generate([Part("image", image), Part("text", prompt)], **options)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
-
-
 def _as_list(value) -> list:
     return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _merge_adapter(model, adapter: str, base: str):
-    """BASE with the LoRA ADAPTER merged in (the same weights export.sh would write)."""
+def apply_adapter(model, adapter: str, base: str):
+    """MODEL (loaded from BASE) with the LoRA ADAPTER applied through PEFT, not merged."""
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        return PeftModel.from_pretrained(model, adapter)
     except (RuntimeError, ValueError, KeyError, AttributeError) as error:
         raise FaceLLMError(
-            f"{adapter}: this adapter does not fit the base model {base} ({_first_line(error)})"
+            f"{adapter}: this adapter does not fit the base model {base} ({first_line(error)})"
         ) from None
+
+
+def _merge_adapter(model, adapter: str, base: str):
+    """BASE with the LoRA ADAPTER merged in (the same weights export.sh would write)."""
+    return apply_adapter(model, adapter, base).merge_and_unload()
 
 
 def _loader(max_pixels: int | None, crop: bool):

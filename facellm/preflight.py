@@ -30,7 +30,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from facellm.cli import FaceLLMError, run_cli
+from facellm.cli import FaceLLMError, first_line, run_cli
 from facellm.fairface import resolve_inside
 from facellm.files import write_json_atomic
 from facellm.recipes import load_recipe, parse_overrides, template_system_prompt
@@ -202,8 +202,9 @@ def _length_counter(config: dict, report: Report):
 
         processor = AutoProcessor.from_pretrained(model, trust_remote_code=False)
     except Exception as error:  # any loading failure only skips the length estimate
-        first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        report.notes.append(f"token lengths not checked: cannot load the processor of {model} ({first})")
+        report.notes.append(
+            f"token lengths not checked: cannot load the processor of {model} ({first_line(error)})"
+        )
         return None, 0
     tokenizer = processor.tokenizer
     # <img> + image_seq_length x <IMG_CONTEXT> + </img> for each tile; one tile unless crop_to_patches
