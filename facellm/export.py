@@ -236,7 +236,7 @@ plus {EFFECT_SHARE:g} x the adapter's own effect, {v["adapter_effect"]:.3g}). To
 ## Use
 
 ```bash
-python inference.py --model <this folder> --image face.jpg --prompt "Describe this face in detail."
+python inference.py --model <this folder> --path_image face.jpg --prompt "Describe this face in detail."
 ```
 
 The model inherits the licence of its base model and the terms of FairFace (CC BY 4.0). It describes faces;
