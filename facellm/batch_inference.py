@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from facellm.cli import FaceLLMError
 from facellm.fairface import resolve_inside
+from facellm.images import IMAGE_SUFFIXES, images_under
 from facellm.ledger import DONE, FAILED, Ledger
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 KEY_FIELDS = ("image", "prompt")
 
 
@@ -35,8 +35,7 @@ class Item:
 
 def list_items(source: Path, default_prompt: str) -> list[Item]:
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        items = [Item(p.relative_to(source).as_posix(), p, default_prompt) for p in files]
+        items = [Item(p.relative_to(source).as_posix(), p, default_prompt) for p in images_under(source)]
     elif not source.is_file():
         raise FaceLLMError(f"{source}: no such folder or list file")
     elif source.suffix.lower() in IMAGE_SUFFIXES:

@@ -38,13 +38,12 @@ from facellm.cli import FaceLLMError, run_cli
 from facellm.facexbench import image_files, load_benchmark
 from facellm.fairface import resolve_inside
 from facellm.files import read_json, write_json_atomic
-from facellm.images import load_image
+from facellm.images import images_under, load_image
 from facellm.ledger import DONE, FAILED, Ledger
 
 HASH_BITS = 256
 PHASH_THRESHOLD = 24
 DHASH_THRESHOLD = 28
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 METHOD = (
     "pHash (16x16 lowest DCT frequencies of the 64x64 grey image) and dHash (17x16 grey image), 256 bits "
     "each; a benchmark image overlaps a training image when both Hamming distances are within the thresholds"
@@ -95,7 +94,7 @@ def training_images(source: Path, media_dir: Path | None = None) -> list[Path]:
     """The training images: every image file under a folder, or the images of a ShareGPT dataset.json
     (relative to MEDIA_DIR, by default the dataset's folder, as LLaMA-Factory's media_dir defaults to it)."""
     if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return images_under(source)
     if not source.is_file():
         raise FaceLLMError(f"{source}: no such folder or dataset file")
     records = read_json(source)

@@ -19,6 +19,12 @@ from facellm.cli import FaceLLMError
 # The recipes train with image_max_pixels 224 x 224 (a FairFace crop); inference shrinks larger inputs the
 # same way, so a 12-megapixel photo reaches the processor as it would have reached training.
 TRAINING_MAX_PIXELS = 224 * 224
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image file under FOLDER (by suffix, any case), searched recursively, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -144,15 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     node_rank = os.environ.get("NODE_RANK", "0")
     if not args.no_preflight:
         run_preflight(config, source, None if args.dry_run else output_dir / "preflight.json")
-    resolved = output_dir / RESOLVED_CONFIG
     if args.dry_run:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return
-    if node_rank == "0":
-        write_resolved(config, resolved)
-    else:  # the other nodes start from their own copy: the shared folder may lag behind node 0
-        resolved = output_dir / f"facellm_resolved_config.node{node_rank}.yaml"
-        write_resolved(config, resolved)
+    # the other nodes start from their own copy: the shared folder may lag behind node 0
+    resolved = output_dir / (
+        RESOLVED_CONFIG if node_rank == "0" else f"facellm_resolved_config.node{node_rank}.yaml"
+    )
+    write_resolved(config, resolved)
 
     env = dict(os.environ)
     if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:

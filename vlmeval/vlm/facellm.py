@@ -6,9 +6,8 @@ from pathlib import Path
 from vlmeval.vlm.base import BaseModel
 
 from facellm.cli import FaceLLMError
+from facellm.images import IMAGE_SUFFIXES
 from facellm.inference import DEFAULT_MODEL, FaceLLMModel, Part
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 class FaceLLM(BaseModel):
