@@ -2,7 +2,8 @@
 
 Inputs: a folder (its image files, sorted), a `.txt` list (one path per line, `#` comments), or a `.jsonl`
 list (`{"image": PATH, "prompt": optional}` per line). Paths in a list are relative to the list's folder and
-may not leave it. Each answer is one line of OUT (image, prompt, answer, tokens, latency); an image that
+may not leave it; two spellings of one file (`1.jpg`, `./1.jpg`, `sub/../1.jpg`) are one image. Each answer
+is one line of OUT (image, prompt, answer, tokens, latency); an image that
 cannot be read gets a line with its error and the run goes on. Lines already in OUT are skipped, so an
 interrupted run resumes where it stopped.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facellm.cli import FaceLLMError
+from facellm.cli import FaceLLMError, is_text
 from facellm.fairface import resolve_inside
 from facellm.images import IMAGE_SUFFIXES, images_under
 from facellm.ledger import DONE, FAILED, Ledger
@@ -31,6 +32,7 @@ class Item:
     image: str  # as listed: relative to the folder or list
     path: Path
     prompt: str
+    error: str | None = None  # a line that cannot be asked: recorded as failed, the run goes on
 
 
 def list_items(source: Path, default_prompt: str) -> list[Item]:
@@ -49,7 +51,10 @@ def list_items(source: Path, default_prompt: str) -> list[Item]:
         items = list(parse(source, lines, default_prompt))
     if not items:
         raise FaceLLMError(f"{source}: no images to answer")
-    return list({(item.image, item.prompt): item for item in items}.values())  # a repeated line: asked once
+    unique: dict[tuple[Path, str], Item] = {}
+    for item in items:  # a repeated line, or one file written two ways, is asked once
+        unique.setdefault((item.path, item.prompt), item)
+    return list(unique.values())
 
 
 def _text_items(source: Path, lines: list[str], prompt: str):
@@ -69,75 +74,76 @@ def _jsonl_items(source: Path, lines: list[str], default_prompt: str):
             raise FaceLLMError(f"{source}:{number}: not a JSON line") from None
         if not isinstance(row, dict) or not isinstance(row.get("image"), str):
             raise FaceLLMError(f'{source}:{number}: expected {{"image": PATH, "prompt": optional}}')
-        prompt = row.get("prompt") or default_prompt
-        if not isinstance(prompt, str) or not prompt.strip():
+        prompt = row.get("prompt", default_prompt)
+        if not isinstance(prompt, str):
+            raise FaceLLMError(f"{source}:{number}: the prompt must be a text, not {json.dumps(prompt)}")
+        if not prompt.strip():
             raise FaceLLMError(f"{source}:{number}: the prompt is empty")
-        yield Item(row["image"], resolve_inside(source.parent, row["image"], f"{source}:{number}"), prompt)
+        path = resolve_inside(source.parent, row["image"], f"{source}:{number}")
+        error = None if is_text(prompt) else f"{source}:{number}: the prompt is not valid UTF-8 text"
+        yield Item(row["image"], path, prompt, error)
 
 
-def _check_settings(ledger: Ledger, settings: dict) -> None:
-    """Answers made with another model or other decoding are not mixed into one file."""
+def open_answers(out: Path, settings: dict) -> Ledger:
+    """The answers file, locked and checked before the model loads: a file that is not ours, or answers
+    made with another model or other decoding, stop the run in seconds and are left as they are."""
+    ledger = Ledger(out, key_fields=KEY_FIELDS)
     earlier = next((entry.get("settings") for entry in ledger.entries.values()), settings)
     if earlier != settings:
+        ledger.close()
         changed = ", ".join(
             f"{k} {earlier.get(k)!r} -> {v!r}" for k, v in settings.items() if earlier.get(k) != v
         )
-        raise FaceLLMError(
-            f"{ledger.path}: answers made with other settings ({changed}); use another --output"
-        )
+        raise FaceLLMError(f"{out}: answers made with other settings ({changed}); use another --output")
+    return ledger
 
 
 def run_batch(
     model,
     items: list[Item],
-    out: Path,
+    ledger: Ledger,
     batch_size: int,
     load: Callable[[Path], object],
     settings: dict,
     progress: bool = True,
     **generation,
 ) -> tuple[int, int, int]:
-    """Answer every item not yet answered in OUT (failed ones are asked again), BATCH_SIZE images per
+    """Answer every item not yet answered in LEDGER (failed ones are asked again), BATCH_SIZE images per
     forward pass. Returns (done, failed, skipped). LOAD turns a path into the image the model sees
     (decoding, cropping, downscaling: done per image so one bad file fails alone, not its batch)."""
     from facellm.inference import Part
 
-    done = failed = 0
-    with Ledger(out, key_fields=KEY_FIELDS) as ledger:
-        _check_settings(ledger, settings)
-        todo = [item for item in items if not ledger.is_done(item.image, item.prompt)]  # failed: asked again
-        skipped = len(items) - len(todo)
-        bar = tqdm(
-            total=len(todo), desc="answering", unit="image", disable=not progress or None, file=sys.stderr
-        )
-        for start in range(0, len(todo), batch_size):
-            ready = []
-            for item in todo[start : start + batch_size]:
-                try:
-                    ready.append((item, load(item.path)))
-                except Exception as error:  # any image that cannot be read is recorded; the run goes on
-                    message = (
-                        str(error) if isinstance(error, FaceLLMError) else f"{item.path}: {error!r}"[:300]
-                    )
-                    line = {"image": item.image, "prompt": item.prompt, "status": FAILED, "answer": None}
-                    ledger.append(
-                        {**line, "tokens": 0, "latency_s": 0.0, "error": message, "settings": settings}
-                    )
-                    failed += 1
-                    bar.update(1)
-            if not ready:
+    counts = {DONE: 0, FAILED: 0}
+
+    def record(item: Item, answer: str | None, error: str | None, tokens: int = 0, latency: float = 0.0):
+        status = FAILED if error else DONE
+        line = {"image": item.image, "prompt": item.prompt, "status": status, "answer": answer}
+        timing = {"tokens": tokens, "latency_s": round(latency, 4)}
+        ledger.append({**line, **timing, "error": error, "settings": settings})
+        counts[status] += 1
+
+    todo = [item for item in items if not ledger.is_done(item.image, item.prompt)]  # failed: asked again
+    bar = tqdm(total=len(todo), desc="answering", unit="image", disable=not progress or None, file=sys.stderr)
+    for start in range(0, len(todo), batch_size):
+        ready = []
+        for item in todo[start : start + batch_size]:
+            if item.error:
+                record(item, None, item.error)
                 continue
+            try:
+                parts = [Part("image", load(item.path)), Part("text", item.prompt)]
+                model.check_fits(parts)  # a prompt beyond the model's context fails alone, not its batch
+                ready.append((item, parts))
+            except Exception as error:  # any image that cannot be read is recorded; the run goes on
+                problem = str(error) if isinstance(error, FaceLLMError) else f"{item.path}: {error!r}"[:300]
+                record(item, None, problem)
+        if ready:
             began = time.perf_counter()
-            answers = model.generate_batch(
-                [[Part("image", image), Part("text", item.prompt)] for item, image in ready], **generation
-            )
+            answers = model.generate_batch([parts for _, parts in ready], **generation)
             latency = (time.perf_counter() - began) / len(ready)
             for (item, _), (answer, tokens) in zip(ready, answers, strict=True):
-                line = {"image": item.image, "prompt": item.prompt, "status": DONE, "answer": answer}
-                timing = {"tokens": tokens, "latency_s": round(latency, 4)}
-                ledger.append({**line, **timing, "error": None, "settings": settings})
-                done += 1
-            bar.update(len(ready))
-            bar.set_postfix(failed=failed, refresh=False)
-        bar.close()
-    return done, failed, skipped
+                record(item, answer, None, tokens, latency)
+        bar.update(min(batch_size, len(todo) - start))
+        bar.set_postfix(failed=counts[FAILED], refresh=False)
+    bar.close()
+    return counts[DONE], counts[FAILED], len(items) - len(todo)

@@ -19,6 +19,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else error.__class__.__name__
 
 
+def is_text(text: str) -> bool:
+    """False for a string that cannot be written as UTF-8: lone surrogates, from a JSON escape or from
+    command-line bytes that were not UTF-8. Tokenizers and files fail on them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def run_cli(main: Callable[[], object]) -> None:
     try:
         main()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facellm.cli import FaceLLMError, first_line
+from facellm.cli import FaceLLMError, first_line, is_text
 from facellm.files import read_json
 from facellm.images import TRAINING_MAX_PIXELS, load_image
 
@@ -155,6 +155,29 @@ class FaceLLMModel:
         batch = parts if parts and isinstance(parts[0], list) else [parts]
         return encode_turns(self.processor, self.system, batch, self._image)
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the language model was built for (prompt and answer together), when it says."""
+        config = self.model.config
+        return getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+
+    def _room(self, prompt_tokens: int) -> int:
+        """New tokens left after a prompt of PROMPT_TOKENS; a prompt that leaves none is refused (past its
+        context the model answers garbage)."""
+        limit = self.context_length
+        if limit is None:
+            return 1 << 30
+        if prompt_tokens >= limit:
+            raise FaceLLMError(
+                f"the prompt is {prompt_tokens} tokens (images included) and the model reads at most "
+                f"{limit}; shorten it"
+            )
+        return limit - prompt_tokens
+
+    def check_fits(self, parts: list[Part]) -> None:
+        """Refuse (FaceLLMError) one user turn that does not fit the model's context."""
+        self._room(self.encode(parts)["input_ids"].shape[1])
+
     def generate_batch(
         self,
         batch: list[list[Part]],
@@ -168,6 +191,7 @@ class FaceLLMModel:
         import torch
 
         inputs = self.encode(batch).to(self.device)
+        room = self._room(inputs["input_ids"].shape[1])
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         sampling = (
@@ -176,7 +200,7 @@ class FaceLLMModel:
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                max_new_tokens=min(max_new_tokens or self.max_new_tokens, room),
                 streamer=streamer,
                 **sampling,
                 **generate_options,
@@ -294,28 +318,23 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--max-pixels must be 0 (keep) or more")
     if not args.prompt.strip():
         raise FaceLLMError("--prompt is empty")
+    if not is_text(args.prompt):
+        raise FaceLLMError("--prompt is not valid UTF-8 text")
     load = _loader(args.max_pixels or None, args.crop_face)
     options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
 
     if args.images is not None:
-        from facellm.batch_inference import list_items, run_batch
+        from facellm.batch_inference import list_items, open_answers, run_batch
 
         if args.output is None:
             raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
         items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
-        model = _model(args)
         keep = ("model", "base", "system", "crop_face", "max_pixels")
         settings = {name: getattr(args, name) for name in keep} | options
-        done, failed, skipped = run_batch(
-            model,
-            items,
-            args.output,
-            args.batch_size,
-            load,
-            settings,
-            progress=not args.no_progress,
-            **options,
-        )
+        with open_answers(args.output, settings) as answers:  # so does a file that is not ours
+            done, failed, skipped = run_batch(
+                _model(args), items, answers, args.batch_size, load, settings, not args.no_progress, **options
+            )
         print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
         if failed:
             sys.exit(1)

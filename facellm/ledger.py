@@ -2,7 +2,9 @@
 
 It is the single source of truth of a FairFaceGPT run. `dataset.json` and the reports are compiled from it,
 and re-running the same command reads it to skip every item that is already done. A crash can tear only
-the last line; opening the ledger drops that fragment so the next append starts on a clean line. An item
+the last line; opening the ledger drops that fragment so the next append starts on a clean line, but only
+when at least one valid ledger line comes before it: any other file (a JSON document, a list of images) is
+refused and left byte for byte as it was. An item
 may appear more than once (failed, then done on a later run); the last line for an item wins, and an item
 that is done is never requested again, so the dataset never holds duplicates.
 """
@@ -14,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from facellm.cli import FaceLLMError
+from facellm.cli import FaceLLMError, is_text
 
 DONE, FAILED = "done", "failed"
 
@@ -38,23 +40,40 @@ class Ledger:
     def _load(self) -> None:
         raw = self.path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]
+        valid = 0
         for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                entry = json.loads(line)
-                key = self.key(entry)
-                status = entry["status"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise FaceLLMError(
-                    f"{self.path}:{number}: not a ledger line; move the file away to start over"
-                ) from None
+            entry = self._parse(line, number)
+            valid += 1
+            key, status = self.key(entry), entry["status"]
             if status == DONE or self.entries.get(key, {}).get("status") != DONE:
                 self.entries[key] = entry
-        if len(complete) != len(raw):  # a crash in the middle of the last append: cut only a valid ledger
-            self.torn_lines += 1
-            with self.path.open("r+b") as handle:
-                handle.truncate(len(complete))
+        if len(complete) == len(raw):
+            return
+        if not valid:  # no ledger line before it: a file of someone else's, not a torn ledger
+            raise self._refusal(complete.count(b"\n") + 1)
+        # a crash in the middle of the last append of a ledger: drop only that fragment
+        self.torn_lines += 1
+        with self.path.open("r+b") as handle:
+            handle.truncate(len(complete))
+
+    def _refusal(self, number: int) -> FaceLLMError:
+        self._handle.close()
+        return FaceLLMError(
+            f"{self.path}:{number}: not a ledger line (this file was not written by FaceLLM); "
+            "choose another file, or move this one away to start over"
+        )
+
+    def _parse(self, line: str, number: int) -> dict:
+        """One ledger line, or the refusal naming it: a file that is not ours is never rewritten."""
+        try:
+            entry = json.loads(line)
+            self.key(entry)
+            entry["status"]  # every ledger line has one
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise self._refusal(number) from None
+        return entry
 
     def key(self, entry: dict) -> tuple:
         return tuple(entry[field] for field in self.key_fields)
@@ -74,7 +93,10 @@ class Ledger:
         key = self.key(entry)
         if self.entries.get(key, {}).get("status") == DONE:
             return  # done is final: never a second copy
-        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        line = json.dumps(entry, ensure_ascii=False)
+        if not is_text(line):  # a lone surrogate (from a JSON escape): escaped, it still reads back equal
+            line = json.dumps(entry)
+        self._handle.write(line + "\n")
         self._handle.flush()
         self.entries[key] = entry
 

@@ -123,3 +123,66 @@ def test_lists_that_are_not_lists(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FaceLLMError, match="no images to answer"):
         list_items(tmp_path / "empty", "q")
+
+
+def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(tiny_model, tmp_path):
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "sub").mkdir()
+    listing = tmp_path / "list.jsonl"
+    rows = [
+        {"image": "1.jpg"},
+        {"image": "./1.jpg"},
+        {"image": "sub/../1.jpg"},
+        {"image": "1.jpg", "prompt": "bad \ud800 text"},  # a lone surrogate, from a JSON escape
+        {"image": "1.jpg", "prompt": "face " * 5000},  # beyond the tiny model's 4096 positions
+    ]
+    listing.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    result = batch_cli(tiny_model, listing, out)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "1 answered, 2 failed" in result.stdout, result.stdout
+    answers = {row["prompt"][:3]: row for row in lines(out)}
+    assert len(answers) == 3 and {row["image"] for row in answers.values()} == {"1.jpg"}
+    assert answers["Des"]["status"] == "done" and answers["Des"]["answer"] is not None
+    surrogate, too_long = answers["bad"], answers["fac"]
+    assert surrogate["prompt"] == "bad \ud800 text"
+    assert "list.jsonl:4: the prompt is not valid UTF-8" in surrogate["error"]
+    assert too_long["status"] == "failed" and "the model reads at most 4096" in too_long["error"]
+    again = batch_cli(tiny_model, listing, out)  # the surrogate line reads back as the same item
+    assert "0 answered, 2 failed, 1 already" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"important": "data"}', b"photos/1.jpg"], ids=["json-document", "one-line-list"]
+)
+def test_an_output_that_is_not_an_answers_file_is_refused_before_the_model_loads(tmp_path, content):
+    from facellm.inference import main
+
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "list.txt").write_text("1.jpg\n")
+    out = tmp_path / "x.json"
+    out.write_bytes(content)
+    argv = [
+        "--model",
+        str(tmp_path / "no-model"),
+        "--images",
+        str(tmp_path / "list.txt"),
+        "--output",
+        str(out),
+    ]
+    with pytest.raises(FaceLLMError, match=r"x.json:1: not a ledger line"):
+        main(argv)
+    assert out.read_bytes() == content
+
+
+def test_prompts_that_are_not_text(tmp_path):
+    from facellm.inference import main
+
+    listing = tmp_path / "list.jsonl"
+    listing.write_text('{"image": "a.jpg", "prompt": 5}\n')
+    with pytest.raises(FaceLLMError, match=r"list.jsonl:1: the prompt must be a text, not 5"):
+        list_items(listing, "q")
+    with pytest.raises(FaceLLMError, match="--prompt is not valid UTF-8"):  # command-line bytes, not UTF-8
+        main(
+            ["--path_image", str(FACES / "1.jpg"), "--prompt", b"caf\xe9".decode("utf-8", "surrogateescape")]
+        )

@@ -153,3 +153,11 @@ def test_cli_writes_the_report_and_refuses_a_missing_training_source(bench, tmp_
         str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.json"),
     )  # fmt: skip
     assert_one_line_error(missing, "nowhere: no such folder or dataset file")
+
+
+def test_a_cache_that_is_not_a_hash_cache_is_refused_and_left_untouched(bench, tmp_path):
+    cache = tmp_path / "x.json"
+    cache.write_bytes(b'{"important": "data"}')  # no final newline: it must not be taken for a torn line
+    with pytest.raises(FaceLLMError, match=r"x.json:1: not a ledger line"):
+        contamination(bench, FACES[0].parent, cache_path=cache, progress=False)
+    assert cache.read_bytes() == b'{"important": "data"}'

@@ -60,3 +60,20 @@ def test_a_file_that_is_not_a_ledger_is_refused_and_left_untouched(tmp_path):
     with pytest.raises(FaceLLMError, match="not a ledger line"):
         Ledger(path)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"important": "data"}', b"1.jpg", b"\n\n{", b'{"image": "a.jpg", "aspect": "x", "status": "done"}'],
+    ids=["json-document", "one-line-list", "blank-lines-then-fragment", "lone-line-without-newline"],
+)
+def test_a_file_without_any_complete_ledger_line_is_refused_byte_for_byte(tmp_path, content):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(FaceLLMError, match=r"x.json:\d+: not a ledger line"):
+        Ledger(path)
+    assert path.read_bytes() == content
+    Ledger(tmp_path / "other.jsonl").close()  # the refused file's lock was released with its handle
+    with pytest.raises(FaceLLMError):
+        Ledger(path)  # refusing twice: still nothing written
+    assert path.read_bytes() == content
