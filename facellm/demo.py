@@ -101,7 +101,18 @@ def plan(workdir: Path, tiny_model: Path, endpoint_url: str) -> list[Stage]:
         ),
         Stage(
             "export",
-            ["bash", "export.sh", "--base", str(tiny_model), "--adapter", str(adapter), "--out", str(merged)],
+            # the demo retrains every time: its earlier export is stale
+            [
+                "bash",
+                "export.sh",
+                "--base",
+                str(tiny_model),
+                "--adapter",
+                str(adapter),
+                "--replace",
+                "--out",
+                str(merged),
+            ],
             merged,
         ),
         Stage(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -244,6 +245,32 @@ do not use it to identify people or to make decisions about them.
 """
 
 
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether one folder is, or lies inside, the other (after symlinks and `..`)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_out(out: Path, adapter: Path, base: str, args) -> None:
+    """--out may neither be nor hold nor lie inside the inputs, and an existing export is only replaced when
+    asked: a typo must not cost the base model or an earlier export."""
+    for name, folder in (("--adapter", adapter), ("--base", Path(base))):
+        if folder.exists() and _overlaps(out, folder):
+            raise FaceLLMError(f"{out}: --out overlaps {name} {folder}; write the export to another folder")
+    if args.verify_only:
+        if not (out / "config.json").is_file():
+            raise FaceLLMError(f"{out}: no merged model to verify (no config.json)")
+        return
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not (out / "config.json").is_file():
+        raise FaceLLMError(f"{out}: exists, is not empty and is not a model folder; choose another --out")
+    if not args.replace:
+        raise FaceLLMError(
+            f"{out}: holds an earlier export; pass --replace to overwrite it, or choose another --out"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="./export.sh",
@@ -287,6 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the verification (e.g. too little memory)"
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete an existing export in --out first (its weights, card and verification); without it an "
+        "existing export is refused",
+    )
     args = parser.parse_args(argv)
     if args.shard_gb < 1:
         parser.error("--shard-gb must be at least 1")
@@ -307,10 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.verify_only and not (out / "config.json").is_file():
-        raise FaceLLMError(f"{out}: no merged model to verify (no config.json)")
-    if not args.verify_only and out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise FaceLLMError(f"{out}: exists, is not empty and is not a model folder; choose another --out")
+    _check_out(out, adapter, base, args)
 
     verifier = None
     if not args.no_verify:
@@ -326,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
             "--template", template, "--trust_remote_code", "false", "--infer_dtype", args.dtype,
             "--export_dir", str(out), "--export_size", str(args.shard_gb), "--export_legacy_format", "false",
         ]  # fmt: skip
+        if args.replace and out.exists():  # only now: a refused adapter above leaves the old export whole
+            shutil.rmtree(out)
+            print(f"replaced: the earlier export in {out} was deleted", file=sys.stderr)
         if subprocess.run(command, check=False).returncode != 0:
             raise FaceLLMError(f"{adapter}: llamafactory-cli export failed (see above)")
         print(f"merged model: {out}")

@@ -41,6 +41,7 @@ def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]
     path = Path(model)
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
+            check_adapter_weights(path)
             config = read_json(path / "adapter_config.json")
             named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
             if not (base or named):
@@ -54,6 +55,36 @@ def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]
     if path.exists():
         raise FaceLLMError(f"{path}: not a model folder")
     return model, None
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_weights(folder: Path) -> None:
+    """Refuse, in one line, an adapter folder whose weights are missing, pickled or damaged (a training run
+    killed while saving, a copy cut short), before anything loads it."""
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        pickled = (
+            " (it holds adapter_model.bin: only safetensors are loaded)"
+            if (folder / "adapter_model.bin").is_file()
+            else ""
+        )
+        raise FaceLLMError(
+            f"{folder}: LoRA adapter folder without its weights ({ADAPTER_WEIGHTS}){pickled}; "
+            "train again, or use one of its checkpoint-N folders"
+        )
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise ValueError("no tensors in it")
+    except Exception as error:  # safetensors reports a cut or empty file with its own error type
+        raise FaceLLMError(
+            f"{weights}: damaged adapter weights ({first_line(error)}); train again, or use one of "
+            "the run's checkpoint-N folders"
+        ) from None
 
 
 def processor_source(weights: str, adapter: str | None) -> str:

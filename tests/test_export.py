@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -71,3 +72,50 @@ def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_ti
     )
     assert_one_line_error(result, str(adapter), "does not fit the base model")
     assert not out.exists()
+
+
+def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_only_when_asked(
+    trained_tiny, tiny_model, tmp_path
+):
+    from facellm.cli import FaceLLMError
+    from facellm.export import main
+
+    adapter, merged = trained_tiny
+    base_files = {p.name: p.stat().st_mtime_ns for p in tiny_model.iterdir()}
+    for out in (tiny_model, tiny_model / "merged", adapter, adapter.parent):
+        with pytest.raises(FaceLLMError, match=r"--out overlaps --(base|adapter)"):
+            main(["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(out)])
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_model.iterdir()} == base_files
+    earlier = tmp_path / "earlier"
+    shutil.copytree(merged, earlier)
+    with pytest.raises(FaceLLMError, match="holds an earlier export; pass --replace"):
+        main(["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier), "--no-verify"])
+    (earlier / "stale.txt").write_text("from the old export")
+    result = run_command(
+        "bash", "export.sh", "--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier),
+        "--dtype", "float32", "--no-verify", "--replace",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    left = {p.name for p in earlier.iterdir()}
+    assert "config.json" in left and not left & {"README.md", "verification.json", "stale.txt"}, left
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty", "cut short", "pickled"])
+def test_an_adapter_folder_with_damaged_weights_is_named(trained_tiny, tmp_path, damage):
+    from facellm.cli import FaceLLMError
+    from facellm.export import main
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_tiny[0], adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    weights = adapter / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    if damage == "pickled":
+        weights.rename(adapter / "adapter_model.bin")
+    elif damage == "deleted":
+        weights.unlink()
+    else:
+        weights.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    message = "damaged adapter weights" if damage in ("empty", "cut short") else "without its weights"
+    with pytest.raises(FaceLLMError, match=message):
+        main(["--adapter", str(adapter), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
