@@ -9,11 +9,16 @@ usage: ./serve.sh [--model DIR|HUB_ID] [--host HOST] [--port PORT] [--name NAME]
 
   --model MODEL    merged model folder (export.sh) or hub id  (default: saves/export/FaceLLM-1B)
   --host HOST      address to bind; 0.0.0.0 exposes it to the network  (default: 127.0.0.1)
-  --port PORT      (default: 8000)
+                   any host but 127.x.x.x, localhost or ::1 needs API_KEY set (see below)
+  --port PORT      1-65535, free on HOST                      (default: 8000)
   --name NAME      model name GET /v1/models reports          (default: the model folder's name)
   --template NAME  LLaMA-Factory chat template                (default: intern_vl)
 
 The API lives at http://HOST:PORT/v1 (GET /v1/models, POST /v1/chat/completions).
+With API_KEY set in its environment the server answers only requests that carry it as a bearer key
+(header "Authorization: Bearer KEY", or OPENAI_API_KEY / api_key= for the openai client); off loopback
+it refuses to start without one:  API_KEY=\$(openssl rand -hex 16) ./serve.sh --host 0.0.0.0
+Request bodies (base64 images) are never written to the log.
 For a web UI instead, run: llamafactory-cli webchat --model_name_or_path MODEL --template intern_vl
 USAGE
 }
@@ -36,6 +41,23 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Checks on the arguments alone come first: loading the model takes a while
+case "$port" in ''|*[!0-9]*) echo "error: --port $port is not a number" >&2; exit 2 ;; esac
+if [ "${#port}" -gt 5 ] || [ $((10#$port)) -lt 1 ] || [ $((10#$port)) -gt 65535 ]; then
+  echo "error: --port $port is out of range (1-65535)" >&2
+  exit 2
+fi
+port=$((10#$port))
+
+# Anything off loopback is reachable by others: LLaMA-Factory checks API_KEY (a bearer key) when it is set
+if [ "$host" != localhost ] && [ "$host" != ::1 ] && [[ ! "$host" =~ ^127(\.[0-9]{1,3}){3}$ ]]; then
+  if [ -z "${API_KEY:-}" ]; then
+    echo "error: --host $host exposes the model beyond this machine; set a key first, e.g. API_KEY=\$(openssl rand -hex 16) ./serve.sh --host $host (clients send it as the bearer key, e.g. OPENAI_API_KEY)" >&2
+    exit 2
+  fi
+  echo "warning: binding $host exposes the model beyond this machine; requests must carry API_KEY as their bearer key" >&2
+fi
+
 # A path that is not there is a missing export, not a hub id (hub ids are ORG/NAME)
 case "$model" in
   /*|./*|../*|*/*/*) [ -e "$model" ] || { echo "error: $model: no such model folder; merge one with ./export.sh first" >&2; exit 2; } ;;
@@ -48,13 +70,33 @@ if [ -e "$model" ] && [ ! -f "$model/config.json" ]; then
   fi
   exit 2
 fi
-case "$port" in ''|*[!0-9]*) echo "error: --port $port is not a number" >&2; exit 2 ;; esac
 command -v llamafactory-cli >/dev/null || { echo "error: llamafactory-cli not found; run 'make install' and use 'uv run ./serve.sh'" >&2; exit 2; }
-[ "$host" = "127.0.0.1" ] || [ "$host" = "localhost" ] || echo "warning: binding $host exposes the model beyond this machine" >&2
 
-# image_max_pixels: larger photos are shrunk to the 224 x 224 training size first, as inference.py does
+# A port already taken (or a host that is not this machine's) fails now, not after loading the model.
+# uvicorn binds every address HOST resolves to, with SO_REUSEADDR; so does this probe.
+if command -v python3 >/dev/null; then
+  python3 - "$host" "$port" <<'PROBE' || exit 2
+import socket
+import sys
+
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
+except OSError as error:
+    sys.exit(f"error: cannot listen on {host} port {port}: {error.strerror or error}")
+PROBE
+fi
+
+# image_max_pixels: larger photos are shrunk to the 224 x 224 training size first, as inference.py does.
+# API_VERBOSE=0: LLaMA-Factory would otherwise log every request whole, base64 images included.
 echo "serving $model at http://$host:$port/v1" >&2
-API_HOST=$host API_PORT=$port API_MODEL_NAME=${name:-$(basename "$model")} exec llamafactory-cli api \
+API_HOST=$host API_PORT=$port API_MODEL_NAME=${name:-$(basename "$model")} API_VERBOSE=0 exec llamafactory-cli api \
   --model_name_or_path "$model" \
   --template "$template" \
   --infer_backend huggingface \
