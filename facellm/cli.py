@@ -39,6 +39,6 @@ def run_cli(main: Callable[[], object]) -> None:
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # a command may say how to resume in the interrupt's message
+        print("interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
         sys.exit(130)

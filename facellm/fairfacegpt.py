@@ -30,7 +30,7 @@ from facellm.fairfacegpt_reports import DEFAULT_PRICES, cost_report, fairness_re
 from facellm.files import read_json, write_json_atomic
 from facellm.ledger import DONE, FAILED, Ledger
 from facellm.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
-from facellm.qa_requests import MODES, Answer, Job, Settings
+from facellm.qa_requests import MODES, Answer, BadImage, Job, Settings, image_data_url
 
 BACKENDS = ("openai", "batch", "labels")
 DEFAULT_MODEL = "gpt-4o-2024-11-20"
@@ -144,13 +144,25 @@ def _api_key() -> str:
             "OPENAI_API_KEY is not set: export it (a server without authentication accepts any value, "
             "e.g. OPENAI_API_KEY=EMPTY)"
         )
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise FaceLLMError(  # never printed: even a malformed key may be most of a real one
+            "OPENAI_API_KEY is malformed: it holds a space, a line break or a non-ASCII character; "
+            "set it to the key alone"
+        )
     return key
 
 
-def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, on_item) -> None:
-    from facellm.openai_backend import ledger_entry
+def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item) -> None:
+    from facellm.openai_backend import failure_entries, ledger_entry
 
     for job in jobs:
+        try:  # the same check as the live backend: no answers about a file that is not a readable image
+            image_data_url(image_root / job.face.file)
+        except BadImage as error:
+            for entry in failure_entries(job, str(error), settings, "labels", attempts=0, latency_s=0.0):
+                ledger.append(entry)
+                on_item(entry)
+            continue
         for aspect in job.aspects:
             answer = Answer(aspect, qa_labels.answer(aspect, job.face), None, "stop", {})
             entry = ledger_entry(job, answer, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
@@ -218,14 +230,20 @@ def generate(config: Config) -> Summary:
     settings = _settings(config)
     image_root, all_faces = load_split(config.fairface_root, config.split)
     faces = all_faces[: config.limit] if config.limit else all_faces
-    sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before any work
     config.out.mkdir(parents=True, exist_ok=True)
-    _check_run_identity(
-        config.out,
-        {"model": settings.model, "mode": settings.mode, "prompts": prompts.digest, "split": config.split},
-    )
-
+    # the ledger is the folder's lock: taken before run.json is read or written, so a second run with other
+    # settings cannot rewrite it while the first one is still appending
     with Ledger(config.out / LEDGER) as ledger:
+        sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before work
+        _check_run_identity(
+            config.out,
+            {
+                "model": settings.model,
+                "mode": settings.mode,
+                "prompts": prompts.digest,
+                "split": config.split,
+            },
+        )
         jobs = _jobs(faces, prompts, settings, ledger)
         pending = sum(len(job.aspects) for job in jobs)
         summary = Summary(
@@ -250,16 +268,16 @@ def generate(config: Config) -> Summary:
 
         try:
             if config.backend == "labels":
-                _run_labels(jobs, settings, ledger, on_item)
+                _run_labels(jobs, settings, ledger, image_root, on_item)
             elif jobs:
                 counters = asyncio.run(
                     _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
                 )
                 if counters is not None:
                     summary.requests, summary.retries = counters.requests, counters.retries
-        except KeyboardInterrupt:
-            raise FaceLLMError(
-                f"interrupted; {ledger.path} keeps every finished item: run the same command to resume"
+        except KeyboardInterrupt:  # exit 130, as for any Ctrl-C, with the way back
+            raise KeyboardInterrupt(
+                f"{ledger.path} keeps every finished item: run the same command to resume"
             ) from None
         finally:
             bar.close()

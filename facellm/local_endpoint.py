@@ -38,6 +38,7 @@ FAULTS = (
     "refusal",
     "400",
     "401",
+    "echo-key",  # a hostile endpoint: the answer quotes the caller's API key
 )
 REFUSAL = "I'm sorry, but I can't help with that request."
 JSON_QUESTION = re.compile(r'^"(\w+)": (.+)$', re.MULTILINE)
@@ -152,6 +153,8 @@ class LocalEndpoint:
             content = json.dumps(answers)
         else:
             content = f"{tag}. {hint} Answer to: {text.rsplit(chr(10), 1)[-1].strip()}"
+        if fault == "echo-key":
+            content = f"{content} (your key is {self.api_key})"
         finish = "stop"
         if fault == "length":
             content, finish = content[: max(1, len(content) // 2)], "length"

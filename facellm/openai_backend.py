@@ -144,6 +144,8 @@ class RemoteBackend:
         """Append one finished item to the ledger, without the key, counting earlier failed attempts."""
         if entry["reason"]:
             entry["reason"] = self.redact(entry["reason"])[:300]
+        if entry["answer"]:  # a hostile endpoint may quote the key back inside an answer
+            entry["answer"] = self.redact(entry["answer"])
         previous = self.ledger.get(entry["image"], entry["aspect"])
         if previous and (
             previous["status"] == DONE or previous.get("batch") == entry.get("batch") is not None

@@ -67,7 +67,9 @@ def image_data_url(path: Path) -> str:
                 buffer = io.BytesIO()
                 image.convert("RGB").save(buffer, format="JPEG", quality=95)
                 payload = buffer.getvalue()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError:
+        raise BadImage(f"too many pixels to decode safely (over {Image.MAX_IMAGE_PIXELS})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"unreadable image ({error.__class__.__name__}: {str(error)[:80]})") from None
     return "data:image/jpeg;base64," + base64.b64encode(payload).decode("ascii")
 

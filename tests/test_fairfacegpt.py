@@ -437,3 +437,90 @@ def test_an_image_listed_twice_is_refused(tmp_path):
         "python", "fairfacegpt.py", "--fairface-root", str(root), "--out", str(tmp_path / "o")
     )
     assert_one_line_error(result, f"fairface_label_val.csv:{len(lines) + 1}", "listed twice", "line 4")
+
+
+def test_a_key_quoted_back_inside_answers_is_redacted_everywhere(tmp_path):
+    out = tmp_path / "out"
+    with LocalEndpoint(api_key=API_KEY, faults=["echo-key"] * 8) as endpoint:
+        summary = run(endpoint, out, limit=1, concurrency=1)
+    assert summary.ok
+    stored = [p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file()]
+    assert any("your key is [redacted]" in text for text in stored)  # the answers were kept, the key not
+    assert not any(API_KEY in text for text in stored)
+
+
+def test_an_image_too_large_to_decode_fails_alone_and_the_run_finishes(tmp_path):
+    from PIL import Image
+
+    root = copy_faces(tmp_path)
+    bomb = Image.new("L", (20000, 20000))  # 400 megapixels: PIL refuses to decode it
+    bomb.save(root / IMAGE_DIR / "val/2.jpg")
+    out = tmp_path / "out"
+    with LocalEndpoint(api_key=API_KEY) as endpoint:
+        result = run_command(
+            sys.executable, "fairfacegpt.py", "--fairface-root", str(root), "--out", str(out), "--limit", "3",
+            "--base-url", endpoint.base_url, "--no-progress",
+        )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    reasons = {line["image"]: line["reason"] for line in ledger_lines(out) if line["status"] == "failed"}
+    assert set(reasons) == {"val/2.jpg"} and "too many pixels" in reasons["val/2.jpg"]
+    assert len(dataset(out)) == 16
+
+
+def test_the_labels_backend_checks_images_as_the_live_one_does(tmp_path):
+    root = copy_faces(tmp_path)
+    (root / IMAGE_DIR / "val/1.jpg").unlink()
+    (root / IMAGE_DIR / "val/2.jpg").write_bytes(b"")
+    (root / IMAGE_DIR / "val/3.jpg").write_text("not an image")
+    summary = run(None, tmp_path / "out", root=root, limit=4, backend="labels", base_url=None)
+    assert summary.failed == 24 and summary.done == 8 and not summary.ok
+    reasons = {line["image"]: line["reason"] for line in ledger_lines(tmp_path / "out")}
+    assert reasons["val/1.jpg"] == "missing image" and reasons["val/4.jpg"] is None
+    assert reasons["val/2.jpg"].startswith("unreadable image") and reasons["val/3.jpg"].startswith(
+        "unreadable"
+    )
+    assert {record["images"][0] for record in dataset(tmp_path / "out")} == {"val/4.jpg"}
+
+
+@pytest.mark.parametrize("key", ["sk-abc\ndef", "sk-abcé", "sk abc"], ids=["newline", "non-ascii", "space"])
+def test_a_malformed_key_is_named_without_printing_it(tmp_path, monkeypatch, key):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    result = run_command(
+        sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(tmp_path / "o"),
+        "--base-url", "http://127.0.0.1:9/v1",
+    )  # fmt: skip
+    assert_one_line_error(result, "OPENAI_API_KEY is malformed")
+    assert "abc" not in result.stderr
+
+
+def test_a_run_waiting_for_the_lock_leaves_run_json_alone(tmp_path):
+    from facellm.ledger import Ledger
+
+    out = tmp_path / "out"
+    run(None, out, limit=1, backend="labels", base_url=None)
+    before = (out / "run.json").read_bytes()
+    with Ledger(out / "ledger.jsonl"):  # the first run is still going
+        (out / "ledger.jsonl").write_text("")  # ...and has not finished an item yet
+        result = run_command(
+            sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
+            "--base-url", "http://127.0.0.1:9/v1",
+        )  # fmt: skip
+    assert_one_line_error(result, "ledger.jsonl", "in use by another run")
+    assert (out / "run.json").read_bytes() == before
+
+
+def test_ctrl_c_exits_130_with_the_way_to_resume(tmp_path):
+    out = tmp_path / "out"
+    with LocalEndpoint(api_key=API_KEY, latency=0.5) as endpoint:
+        process = subprocess.Popen(
+            [sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
+             "--base-url", endpoint.base_url, "--concurrency", "1", "--no-progress"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not endpoint.chat_requests() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command to resume" in stderr
