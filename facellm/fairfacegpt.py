@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> None:
         description="Generate the FairFaceGPT question-answer dataset from FairFace images and labels. "
         "Writes OUT/dataset.json (ShareGPT) and OUT/dataset_info.json (LLaMA-Factory registration), "
         "OUT/ledger.jsonl (one line per finished item: re-run the same command to resume), "
-        "cost and fairness reports. Exits 1 when some items failed, 2 on bad input.",
+        "cost and fairness reports. Exits 1 when some items failed, 2 on bad input, 130 when interrupted "
+        "(Ctrl-C: rerun the same command to resume).",
         epilog="The API key is read from OPENAI_API_KEY only. Prompts and aspects are files in "
         "data/prompts/ (see --prompts-dir).",
     )
