@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facellm.cli import FaceLLMError
-from facellm.facexbench import Task, image_files, load_benchmark, prompt_text, vlmeval_message
+from facellm.facexbench import Task, check_images, load_benchmark, prompt_text, vlmeval_message
 from facellm.facexbench_report import RUN_FILE, SUMMARY_FILE, read_identity, report, write_reports
 from facellm.files import read_json, write_json_atomic
 
@@ -104,6 +104,30 @@ class Answers:
             self.errors.get(task, {}).pop(number, None)
         else:
             self.errors.setdefault(task, {})[number] = error or "unknown error"
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compared as written
+        return path.absolute()
+
+
+def check_folders(benchmark_dir: Path, results_dir: Path) -> None:
+    """Refuse a results folder that is the benchmark folder or inside it (after `..` and symbolic links are
+    resolved): results files are named after the question files and would overwrite them."""
+    benchmark, results = _resolved(benchmark_dir), _resolved(results_dir)
+    if results == benchmark:
+        same = "" if str(results_dir) == str(benchmark_dir) else f" (both are {benchmark})"
+        raise FaceLLMError(
+            f"results folder {results_dir} is the benchmark folder {benchmark_dir}{same}: its results files "
+            "would overwrite the question files; use another --results-dir"
+        )
+    if benchmark in results.parents:
+        raise FaceLLMError(
+            f"results folder {results_dir} is inside the benchmark folder {benchmark_dir}: results must not "
+            "be written into the benchmark; use a --results-dir outside it"
+        )
 
 
 def check_results_dir(folder: Path, identity: dict) -> None:
@@ -253,7 +277,7 @@ def _prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
             task.questions = dict(list(task.questions.items())[:limit])
     for task in tasks:  # every image is checked before any time is spent loading the model
         for number in task.questions:
-            image_files(task, number, benchmark_dir)
+            check_images(task, number, benchmark_dir)
     return tasks
 
 
@@ -312,6 +336,7 @@ def evaluate(
     """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
     SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
     settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer."""
+    check_folders(benchmark_dir, results_dir)
     tasks = _prepare(benchmark_dir, limit)
     results_dir.mkdir(parents=True, exist_ok=True)
     check_results_dir(results_dir, identity)
@@ -375,6 +400,7 @@ def merge(
     """Write the union of the shard folders into RESULTS_DIR once every question of the benchmark (first
     LIMIT per file) is answered or failed somewhere. Returns the merged summary; when something is still
     pending, raises (REQUIRED) or returns None."""
+    check_folders(benchmark_dir, results_dir)
     tasks = _prepare(benchmark_dir, limit)
     identity = read_identity(results_dir)
     if not identity:

@@ -6,7 +6,8 @@ Counting (the same for every row of every table):
     answered   questions with a prediction
     failed     questions whose last attempt raised an error (no prediction; a rerun asks them again)
     pending    questions not asked yet (an interrupted run or --limit)
-    unparsed   answered, but no option letter could be read (see facellm.facexbench.extract_letter)
+    unparsed   answered, but no option letter could be read, or only a hedged or negated one ("A or B",
+               "not A"; see facellm.facexbench.extract_letter)
     correct    the letter read equals correct_answer_option
     accuracy   100 * correct / (answered + failed): unparsed and failed questions count as wrong, pending ones
                are left out (and a report with pending questions says it is incomplete)

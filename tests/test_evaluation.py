@@ -2,15 +2,17 @@
 model; the same runner on the real FaceLLM model is tested in test_vlmeval_plugin.py."""
 
 import json
+import sys
 
 import pytest
 from vlmeval.vlm.base import BaseModel
 
-from facellm.cli import FaceLLMError
+from facellm.cli import FaceLLMError, run_cli
 from facellm.evaluation import Shard, batches, evaluate, merge
 from facellm.facexbench_report import load_results, score
+from facellm.plugin import import_file
 from facellm.sample_benchmark import build
-from tests.conftest import SAMPLE_FACES
+from tests.conftest import REPO, SAMPLE_FACES
 
 IDENTITY = {"model": "oracle", "model_path": "oracle-path", "prepend_text": False, "max_new_tokens": 8}
 
@@ -186,6 +188,83 @@ def test_missing_image_stops_before_the_model_is_loaded(bench, tmp_path):
     with pytest.raises(FaceLLMError, match=r"question 2: image .* not found"):
         evaluate(lambda: loaded.append(1), IDENTITY, bench, tmp_path / "r", progress=False)
     assert loaded == []
+
+
+def evaluate_main(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
+    """vlmeval/evaluate.py in this process: (exit code, stderr lines)."""
+    script = import_file(REPO / "vlmeval" / "evaluate.py", "facellm_vlmeval_evaluate_script")
+    monkeypatch.setattr(sys, "argv", ["vlmeval/evaluate.py", "--no-progress", *args])
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(script.main)
+    return stopped.value.code, capsys.readouterr().err.splitlines()
+
+
+def snapshot(folder):
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("results", "same"),
+    [
+        ("{bench}/../{name}", True),  # the same folder, written another way
+        ("{link}", True),  # a symbolic link to it
+        ("{bench}/results", False),
+        ("{link}/images/r", False),
+    ],
+)
+@pytest.mark.parametrize("merging", [False, True])
+def test_results_folder_in_the_benchmark_folder_is_refused(
+    bench, tmp_path, monkeypatch, capsys, results, same, merging
+):
+    link = tmp_path / "link"
+    link.symlink_to(bench, target_is_directory=True)
+    results = results.format(bench=bench, name=bench.name, link=link)
+    before = snapshot(bench)
+    # an unknown model: had the check come after the plug-in's registration, this would be the error
+    args = ["--model", "NoSuchModel", "--benchmark-dir", str(bench), "--results-dir", results]
+    code, errors = evaluate_main(monkeypatch, capsys, *args, *(["--merge"] if merging else []))
+    assert code == 2
+    assert len(errors) == 1 and errors[0].startswith("error: "), errors
+    assert f"results folder {results} is" in errors[0] and f"benchmark folder {bench}" in errors[0]
+    assert ("is the benchmark folder" if same else "is inside the benchmark folder") in errors[0]
+    assert snapshot(bench) == before
+
+
+def test_evaluate_and_merge_refuse_the_benchmark_folder_as_results_folder(bench):
+    before, loaded = snapshot(bench), []
+    with pytest.raises(FaceLLMError, match=r"is the benchmark folder .*would overwrite the question files"):
+        evaluate(lambda: loaded.append(1), IDENTITY, bench, bench / "images" / "..", progress=False)
+    with pytest.raises(FaceLLMError, match=r"is inside the benchmark folder"):
+        merge(bench, bench / "shards")
+    assert loaded == [] and snapshot(bench) == before
+
+
+def test_non_image_file_stops_before_the_model_is_loaded(bench, tmp_path):
+    image = bench / "images" / "sample_single_mcq_age" / "question_2.png"
+    image.write_text("not an image")
+    loaded = []
+    with pytest.raises(FaceLLMError) as raised:
+        evaluate(lambda: loaded.append(1), IDENTITY, bench, tmp_path / "r", progress=False)
+    assert str(raised.value) == (
+        f"{bench / 'sample_single_mcq_age.json'}: question 2: image "
+        "images/sample_single_mcq_age/question_2.png is not an image (its content is in no image format)"
+    )
+    assert loaded == [] and not (tmp_path / "r").exists()
+
+
+def test_image_path_naming_another_kind_of_file_is_an_error_line(bench, tmp_path, monkeypatch, capsys):
+    """A path to a file VLMEvalKit would not pass as an image (a bare AssertionError per question before)."""
+    (bench / "images" / "notes.txt").write_text("a face")
+    task = bench / "sample_single_mcq_gender.json"
+    data = json.loads(task.read_text())
+    data["questions"]["3"]["image_paths"] = ["images/notes.txt"]
+    task.write_text(json.dumps(data))
+    code, errors = evaluate_main(
+        monkeypatch, capsys, "--benchmark-dir", str(bench), "--results-dir", str(tmp_path / "r")
+    )
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {task}: question 3: image images/notes.txt is not an image file")
+    assert "AssertionError" not in errors[0] and not (tmp_path / "r").exists()
 
 
 def test_shards_split_the_questions_and_merge_to_the_unsharded_files(bench, tmp_path):

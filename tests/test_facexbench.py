@@ -81,10 +81,58 @@ def bench(tmp_path_factory):
         ("<answer>B</answer>", "B"),
         ("THE ANSWER IS D", "D"),
         ("The person looks sad.", None),  # no option text is the whole answer: not guessed
+        # hedges that no rule reads (the others: test_hedged_or_negated_answers_are_unparsed)
+        ("A and B", None),
+        ("either A or C", None),
+        ("(A) or (B)", None),
+        ("I pick (B), or maybe (C)", None),
+        ("A isn't correct", None),
+        # letters listed or negated beside the one that answers
+        ("The answer is A, not B", "A"),
+        ("The answer is D, not A or B", "D"),
+        ("Options A and B are wrong, the answer is C", "C"),
+        ("The answer is C, A and B are wrong", "C"),
+        ("The answer is B. A is wrong.", "B"),
+        ("Not sure. The answer is B", "B"),
+        ("I'm not sure, but I think B", "B"),
+        ("The face is not sad so C", "C"),
+        ("A. Not the others", "A"),
+        ("B and a sad mouth", "B"),
+        ("The answer is B or something close", "B"),
     ],
 )
 def test_extract_letter(prediction, letter):
     assert extract_letter(prediction, OPTIONS) == letter
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        # several candidates
+        "The answer is A or B",
+        "Answer: A/B",
+        "Option A or B",
+        "The answer is a or b",
+        "Neither A nor B",
+        # a negated option
+        "Not A",
+        "not (A)",
+        "Not (A)",
+        "The answer is not A",
+        "The answer is not (A)",
+        "It isn't B",
+        "The answer cannot be C",
+        "All except D",
+        "not option A",
+        "The correct option is not A",
+        "I wouldn't pick A",
+        "A is not right",
+        "A is wrong",
+        "B can't be",
+    ],
+)
+def test_hedged_or_negated_answers_are_unparsed(prediction):
+    assert extract_letter(prediction, OPTIONS) is None
 
 
 def test_extract_letter_integer_and_range_options():

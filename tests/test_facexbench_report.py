@@ -73,6 +73,22 @@ def test_counts_and_accuracy_per_group(results):
     assert age["1"]["correct"] and not age["2"]["correct"]
 
 
+def test_hedged_or_negated_answers_are_counted_unparsed_never_credited(results):
+    path = results / "sample_single_mcq_gender.json"
+    data = json.loads(path.read_text())
+    for question in data["questions"].values():
+        right = question["correct_answer_option"]
+        other = "A" if right != "A" else "B"
+        question["prediction"] = f"The answer is {right} or {other}"
+    data["questions"]["1"]["prediction"] = f"Not {data['questions']['1']['correct_answer_option']}"
+    path.write_text(json.dumps(data))
+    gender = score(load_results(results))["files"]["sample_single_mcq_gender"]
+    assert gender == {
+        "questions": 4, "answered": 4, "failed": 0, "pending": 0, "unparsed": 4, "correct": 0,
+        "accuracy": 0.0,
+    }  # fmt: skip
+
+
 def test_questions_can_be_left_out(results):
     tasks = load_results(results)
     scores = score(tasks, {"sample_single_mcq_age": {"2", "3", "4"}, "sample_multiple_mcq_race": {"3"}})

@@ -184,6 +184,30 @@ def test_every_image_reaches_the_model_as_pixels(facellm, bench):
     assert facellm.generate(swapped, dataset="MCQ") != facellm.generate(message, dataset="MCQ")
 
 
+def test_an_image_item_that_is_no_image_file_is_named(facellm, bench, tmp_path):
+    """VLMEvalKit refuses an image item whose path is a folder or a file of another type with a bare
+    AssertionError; the plug-in names the file and the problem."""
+    notes, unnamed, folder, fake = (tmp_path / name for name in ("notes.txt", "face", "faces.png", "x.png"))
+    notes.write_text("a face")
+    shutil.copy(bench / "images" / "sample_single_mcq_age" / "question_1.png", unnamed)
+    folder.mkdir()
+    fake.write_text("a face")
+    cases = [
+        (notes, "not an image file (text/plain, by its name)"),
+        (unnamed, "not an image file (its name has no image suffix"),
+        (folder, "not an image (a folder)"),
+        (fake, "not an image"),  # VLMEvalKit passes it on; the model's image loader names it
+    ]
+    for path, problem in cases:
+        message = [{"type": "image", "value": str(path)}, {"type": "text", "value": "Who is this?"}]
+        with pytest.raises(FaceLLMError) as alone:
+            facellm.generate(message, dataset="MCQ")
+        with pytest.raises(FaceLLMError) as batched:
+            facellm.generate_batch([message, message], dataset="MCQ")
+        for raised in (alone, batched):
+            assert str(raised.value).startswith(f"{path}: {problem}")
+
+
 @pytest.mark.skipif(not SHARED_FACEXBENCH.is_dir(), reason="real FaceXBench question files not available")
 def test_real_question_files_end_to_end_through_supported_vlm(facellm, noisy, tmp_path):
     """Real FaceXBench question files (single, multiple and no-image files, integer and 3-option questions,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from facellm.cli import FaceLLMError, run_cli
-from facellm.evaluation import MAX_CONSECUTIVE_FAILURES, Shard, evaluate, merge
+from facellm.evaluation import MAX_CONSECUTIVE_FAILURES, Shard, check_folders, evaluate, merge
 from facellm.facexbench_report import RESULTS_TEXT
 from facellm.plugin import REGISTERED_MODELS, register_plugin
 
@@ -16,10 +16,10 @@ InternVL3-{1B,2B,8B,14B,38B}-hf are added by this repository's plug-in) and writ
 FaceXBench format: RESULTS/<file>.json is the question file with a "prediction" per answered question, plus
 results.txt / results.json (accuracy per category, task, image count and file) and summary.json.
 
-Every image is resolved against --benchmark-dir and checked before the model loads: a missing image stops
-the run (it is never handed to the model as text). Results are saved after every batch; rerunning the same
-command resumes, and asks again the questions that failed (a failing question is recorded with its error
-and the run goes on; the exit code is then 1).
+Every image is resolved against --benchmark-dir and checked before the model loads: a missing image, or a
+file that is not an image, stops the run (an image is never handed to the model as text). Results are saved
+after every batch; rerunning the same command resumes, and asks again the questions that failed (a failing
+question is recorded with its error and the run goes on; the exit code is then 1).
 
 Sharding: run shard I of N (I from 0) with --shard I/N, one process per GPU (CUDA_VISIBLE_DEVICES=I), or
 under torchrun (RANK and WORLD_SIZE are read; each rank uses cuda:LOCAL_RANK). Shards write to
@@ -47,7 +47,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--results-dir", "--results_dir", type=Path, default=None,
-        help="where results go (default: saves/facexbench/MODEL)",
+        help="where results go, outside --benchmark-dir (default: saves/facexbench/MODEL)",
     )  # fmt: skip
     parser.add_argument(
         "--prepend_text", "--prepend-text", dest="prepend", action="store_true",
@@ -94,6 +94,7 @@ def main() -> None:
     if args.max_consecutive_failures < 0:
         parser.error("--max-consecutive-failures must be 0 or more")
     results_dir = args.results_dir or Path("saves/facexbench") / args.model
+    check_folders(args.benchmark_dir, results_dir)  # before anything is written or VLMEvalKit is imported
 
     if args.merge:
         summary = merge(args.benchmark_dir, results_dir, args.limit)

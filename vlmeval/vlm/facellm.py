@@ -1,8 +1,10 @@
 """FaceLLM as a VLMEvalKit model: InternVL3-hf through transformers' native classes (no remote code)."""
 
+import os
 import warnings
 from pathlib import Path
 
+from vlmeval.smp import parse_file
 from vlmeval.vlm.base import BaseModel
 
 from facellm.cli import FaceLLMError
@@ -26,6 +28,15 @@ class FaceLLM(BaseModel):
             model_path, device=device, dtype=dtype, system=system, max_new_tokens=max_new_tokens,
             max_pixels=None,
         )  # fmt: skip
+
+    def preproc_content(self, inputs):
+        """VLMEvalKit's, with an error naming the file where VLMEvalKit would fail a bare assertion: an image
+        item whose path is a folder or a file that is not an image by its name."""
+        if isinstance(inputs, list):
+            for item in inputs:
+                if isinstance(item, dict) and item.get("type") == "image":
+                    _check_image_file(item.get("value"))
+        return super().preproc_content(inputs)
 
     def generate_inner(self, message, dataset=None):
         return self.engine.generate(_parts(message))
@@ -58,3 +69,15 @@ def _parts(message) -> list[Part]:
 def _looks_like_image_path(text) -> bool:
     text = str(text).strip()
     return bool(text) and len(text.split()) == 1 and Path(text).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_image_file(value) -> None:
+    if not isinstance(value, str) or not os.path.exists(value):
+        return  # a missing path is refused by _parts (VLMEvalKit makes it a text item)
+    if not os.path.isfile(value):
+        raise FaceLLMError(f"{value}: not an image (a folder)")
+    mime, _ = parse_file(value)
+    if mime in (None, "unknown"):
+        raise FaceLLMError(f"{value}: not an image file (its name has no image suffix such as .png or .jpg)")
+    if mime.split("/")[0] != "image":
+        raise FaceLLMError(f"{value}: not an image file ({mime}, by its name)")
