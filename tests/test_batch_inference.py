@@ -134,7 +134,7 @@ def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(
         {"image": "./1.jpg"},
         {"image": "sub/../1.jpg"},
         {"image": "1.jpg", "prompt": "bad \ud800 text"},  # a lone surrogate, from a JSON escape
-        {"image": "1.jpg", "prompt": "face " * 5000},  # beyond the tiny model's 4096 positions
+        {"image": "1.jpg", "prompt": "face " * 33000},  # beyond the tiny model's 32768 positions
     ]
     listing.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out.jsonl"
@@ -147,7 +147,7 @@ def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(
     surrogate, too_long = answers["bad"], answers["fac"]
     assert surrogate["prompt"] == "bad \ud800 text"
     assert "list.jsonl:4: the prompt is not valid UTF-8" in surrogate["error"]
-    assert too_long["status"] == "failed" and "the model reads at most 4096" in too_long["error"]
+    assert too_long["status"] == "failed" and "the model reads at most 32768" in too_long["error"]
     again = batch_cli(tiny_model, listing, out)  # the surrogate line reads back as the same item
     assert "0 answered, 2 failed, 1 already" in again.stdout, again.stderr
 
