@@ -9,7 +9,9 @@ with a warning and a long sample is silently truncated. Here every record is che
   * roles alternate human / assistant (an optional system turn first) and end with the assistant;
   * no turn is empty;
   * the length in tokens against `cutoff_len` (estimated: the chat template's text through the model's own
-    tokenizer, plus each image's tokens as the intern_vl template expands them).
+    tokenizer, plus each image's tokens as the intern_vl template expands them); a record whose text is too
+    long to fit whatever it holds is listed as over-long without being tokenised (memory stays bounded);
+  * a data file holds at least one record.
 
     python -m facellm.preflight RECIPE [key=value ...]
 
@@ -33,10 +35,13 @@ from tqdm import tqdm
 from facellm.cli import FaceLLMError, first_line, run_cli
 from facellm.fairface import resolve_inside
 from facellm.files import write_json_atomic
-from facellm.recipes import load_recipe, parse_overrides, template_system_prompt
+from facellm.recipes import check_config, load_recipe, parse_overrides, template_system_prompt
 from facellm.sharegpt import IMAGE_TAG, read_registry
 
 SHOWN_PER_KIND = 10
+# texts are tokenised in batches of at most this many records and characters, so that memory stays bounded
+BATCH_RECORDS = 1024
+BATCH_CHARS = 1 << 20
 # LLaMA-Factory's defaults for sharegpt columns and tags, used where dataset_info.json does not say
 DEFAULT_COLUMNS = {"messages": "conversations", "images": "images", "system": None}
 DEFAULT_TAGS = {
@@ -67,10 +72,14 @@ class Report:
     lengths: list[int] = field(default_factory=list)
     cutoff_len: int | None = None
     notes: list[str] = field(default_factory=list)
+    # records far longer than cutoff_len, not tokenised: (dataset, index, characters of text)
+    overlong: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def truncated(self) -> int:
-        return sum(length > self.cutoff_len for length in self.lengths) if self.cutoff_len else 0
+        if not self.cutoff_len:
+            return 0
+        return sum(length > self.cutoff_len for length in self.lengths) + len(self.overlong)
 
     def summary(self) -> dict:
         lengths = sorted(self.lengths)
@@ -85,6 +94,7 @@ class Report:
             "tokens": {"min": pick(0), "median": pick(0.5), "p95": pick(0.95), "max": pick(1.0)},
             "cutoff_len": self.cutoff_len,
             "truncated": self.truncated,
+            "overlong": [{"dataset": d, "index": i, "characters": n} for d, i, n in self.overlong],
             "notes": self.notes,
         }
 
@@ -98,13 +108,24 @@ class Report:
         for kind, count in shown.items():
             if count > SHOWN_PER_KIND:
                 lines.append(f"  ... and {count - SHOWN_PER_KIND} more '{kind}' problems")
-        if self.lengths:
+        if self.lengths or self.overlong:
             tokens = self.summary()["tokens"]
-            lines.append(
-                f"  tokens per sample (estimated): min {tokens['min']}, median {tokens['median']}, "
-                f"p95 {tokens['p95']}, max {tokens['max']}; cutoff_len {self.cutoff_len}: "
-                f"{self.truncated} of {len(self.lengths)} samples would be truncated"
+            counted = (
+                f"min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, max {tokens['max']}"
+                if self.lengths
+                else "none counted"
             )
+            lines.append(
+                f"  tokens per sample (estimated): {counted}; cutoff_len {self.cutoff_len}: "
+                f"{self.truncated} of {len(self.lengths) + len(self.overlong)} samples would be truncated"
+            )
+        for dataset, index, characters in self.overlong[:SHOWN_PER_KIND]:
+            lines.append(
+                f"  {dataset} record {index}: over-long: {characters:,} characters of text, far beyond "
+                f"cutoff_len {self.cutoff_len} (truncated in training; not tokenised here)"
+            )
+        if len(self.overlong) > SHOWN_PER_KIND:
+            lines.append(f"  ... and {len(self.overlong) - SHOWN_PER_KIND} more over-long records")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -194,8 +215,9 @@ def _text_of(turns: list, tags: dict, system: str) -> str:
 
 
 def _length_counter(config: dict, report: Report):
-    """A function texts -> token counts with the recipe's model tokenizer, or None (and a note) when the
-    tokenizer cannot be loaded here (e.g. a hub model on an offline machine)."""
+    """(count, tokens per image, most characters worth tokenising): count is a function texts -> token
+    counts with the recipe's model tokenizer, or None (and a note) when the tokenizer cannot be loaded here
+    (e.g. a hub model on an offline machine)."""
     model = str(config.get("model_name_or_path", ""))
     try:
         from transformers import AutoProcessor
@@ -205,7 +227,7 @@ def _length_counter(config: dict, report: Report):
         report.notes.append(
             f"token lengths not checked: cannot load the processor of {model} ({first_line(error)})"
         )
-        return None, 0
+        return None, 0, 0
     tokenizer = processor.tokenizer
     # <img> + image_seq_length x <IMG_CONTEXT> + </img> for each tile; one tile unless crop_to_patches
     per_image = int(getattr(processor, "image_seq_length", 256)) + 2
@@ -214,16 +236,30 @@ def _length_counter(config: dict, report: Report):
         per_image *= int(getattr(image_processor, "max_patches", 12)) + 1
         report.notes.append("crop_to_patches is on: image tokens counted at the maximum number of tiles")
 
-    def count(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    # A token stands for at most as many characters as its string in the vocabulary has (byte-level BPE, as
+    # in Qwen2 and so InternVL3, spells a token with one character per byte, and a text character is at
+    # least one byte). A text of more than cutoff_len x the longest vocabulary string therefore has more
+    # than cutoff_len tokens whatever it holds: it is truncated, and is reported so without being tokenised
+    # (a tokenizer holds hundreds of bytes per token: one 10 MB answer took 2.6 GB). An exotic tokenizer
+    # that fuses unknown characters into one token can break this bound; it then only flags a truncation.
+    longest = max(map(len, tokenizer.get_vocab()), default=1)
+    max_chars = report.cutoff_len * max(longest, 1)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
 
-    return count, per_image
+    def count(texts: list[str]) -> list[int]:
+        if backend is not None:  # a fast tokenizer: count without making Python lists of every id
+            return [len(encoding) for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    return count, per_image, max_chars
 
 
 def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -> Report:
     report = Report(cutoff_len=int(config["cutoff_len"]) if config.get("cutoff_len") else None)
     media_dir = Path(str(config.get("media_dir") or config.get("dataset_dir", "data")))
-    count_tokens, per_image = _length_counter(config, report) if report.cutoff_len else (None, 0)
+    count_tokens, per_image, max_chars = (
+        _length_counter(config, report) if report.cutoff_len else (None, 0, 0)
+    )
     system = config.get("default_system") or template_system_prompt(str(config.get("template", "intern_vl")))
     image_users: dict[Path, list[tuple[str, int, str]]] = {}
     texts, image_counts = [], []
@@ -233,7 +269,10 @@ def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -
             continue
         columns = {**DEFAULT_COLUMNS, **entry.get("columns", {})}
         tags = {**DEFAULT_TAGS, **entry.get("tags", {})}
-        for index, record in enumerate(_read_records(path)):
+        records = _read_records(path)
+        if not records:
+            raise FaceLLMError(f"{path}: dataset {name!r} holds no records: nothing to train on")
+        for index, record in enumerate(records):
             report.records += 1
             found = []
             if not isinstance(record, dict):
@@ -260,8 +299,12 @@ def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -
                 image_users.setdefault(resolved, []).append((name, index, relative))
             report.problems += [Problem(name, index, kind, detail) for kind, detail in found]
             if count_tokens and isinstance(turns, list) and not found:
-                texts.append(_text_of([t for t in turns if isinstance(t, dict)], tags, system))
-                image_counts.append(len(images))
+                text = _text_of([t for t in turns if isinstance(t, dict)], tags, system)
+                if len(text) > max_chars:
+                    report.overlong.append((name, index, len(text)))
+                else:
+                    texts.append(text)
+                    image_counts.append(len(images))
     report.images = len(image_users)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -279,10 +322,23 @@ def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -
 
     if count_tokens and texts:
         counts = []
-        for start in tqdm(range(0, len(texts), 1024), desc="preflight: tokens", disable=not progress):
-            counts += count_tokens(texts[start : start + 1024])
+        for batch in tqdm(_batches(texts), desc="preflight: tokens", unit="batch", disable=not progress):
+            counts += count_tokens(batch)
         report.lengths = [n + per_image * k for n, k in zip(counts, image_counts, strict=True)]
     return report
+
+
+def _batches(texts: list[str]):
+    """TEXTS in order, in batches of at most BATCH_RECORDS texts and BATCH_CHARS characters (or one text)."""
+    batch, size = [], 0
+    for text in texts:
+        if batch and (len(batch) == BATCH_RECORDS or size + len(text) > BATCH_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append(text)
+        size += len(text)
+    if batch:
+        yield batch
 
 
 def run_preflight(
@@ -311,7 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value pairs, as for train.sh")
     parser.add_argument("--report", type=Path, default=None, help="also write the full report as JSON here")
     args = parser.parse_intermixed_args(argv)
-    config = {**load_recipe(args.recipe), **parse_overrides(args.overrides)}
+    recipe, overrides = load_recipe(args.recipe), parse_overrides(args.overrides)
+    check_config(recipe, overrides, str(args.recipe))
+    config = {**recipe, **overrides}
     report = run_preflight(config, str(args.recipe), args.report)
     print(f"preflight: ok ({report.records} records)")
 

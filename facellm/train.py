@@ -3,7 +3,9 @@
 Everything that can be checked without a GPU is checked first (argument names, DeepSpeed, the dataset), so a
 typo or a missing image costs seconds, not a queue slot. The exact arguments LLaMA-Factory runs with are
 saved as `facellm_resolved_config.yaml` in the output folder and are what it is started on; the loss curve
-(`loss_curve.png`) is drawn there when training ends.
+(`loss_curve.png`) is drawn there when training ends. When training fails, the last line says what failed and
+whether the same command can resume it (only when a checkpoint exists); stopped by SIGTERM or SIGINT, it
+exits 143 or 130.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -23,7 +27,7 @@ from facellm.cli import FaceLLMError, run_cli
 from facellm.preflight import run_preflight
 from facellm.recipes import (
     RESOLVED_CONFIG,
-    check_keys,
+    check_config,
     checkpoints,
     load_recipe,
     parse_overrides,
@@ -34,6 +38,12 @@ from facellm.training_report import plot_loss, training_summary
 REPO = Path(__file__).resolve().parent.parent
 # keys that may change between a run and its resumption without changing what is being trained
 RUN_LENGTH_KEYS = {"resume_from_checkpoint", "max_steps", "num_train_epochs", "save_steps", "logging_steps"}
+# signals passed on to the trainer; train.sh then exits 128 + the signal, as a shell reports a killed command
+FORWARDED = (signal.SIGTERM, signal.SIGINT)
+TAIL_BYTES = 64 * 1024  # how much of the trainer's stderr is kept to find the line that says what failed
+# the last line of a Python traceback: "ValueError: ...", "torch.OutOfMemoryError: ..."
+EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*)?")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _recipes_epilog() -> str:
@@ -85,21 +95,96 @@ def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
         )
 
 
-def _launch(resolved: Path, env: dict) -> int:
-    """Run LLaMA-Factory, passing SIGTERM on (a scheduler's stop must stop the trainer too)."""
+def _copy_stderr(source, tail: bytearray) -> None:
+    """Pass the trainer's stderr through as it comes (progress bars included), keeping its last TAIL_BYTES."""
+    sink = getattr(sys.stderr, "buffer", None)
+    while chunk := os.read(source.fileno(), 65536):
+        if sink is not None:
+            sys.stderr.flush()
+            sink.write(chunk)
+            sink.flush()
+        else:
+            print(chunk.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+        tail += chunk
+        del tail[:-TAIL_BYTES]
+
+
+def _what_failed(tail: bytes) -> str | None:
+    """The exception that ended the trainer, from the last lines of its stderr."""
+    lines = ANSI.sub("", tail.decode("utf-8", "replace")).replace("\r", "\n").splitlines()
+    for line in reversed(lines):
+        if EXCEPTION_LINE.fullmatch(line.strip()):
+            return line.strip()[:300]
+    return None
+
+
+def _launch(resolved: Path, env: dict) -> tuple[int, int | None, str | None]:
+    """Run LLaMA-Factory, passing SIGTERM and SIGINT on (a scheduler's stop must stop the trainer too) and
+    waiting for it to end. Returns its exit code, the signal that stopped it (None when none was received)
+    and the exception it failed with, if its stderr ends with one."""
     cli = shutil.which("llamafactory-cli", path=env.get("PATH")) or str(
         Path(sys.executable).parent / "llamafactory-cli"
     )
-    process = subprocess.Popen([cli, "train", str(resolved)], env=env)
+    running: list[subprocess.Popen] = []
+    received: list[int] = []
 
     def forward(signum, _frame):
-        process.send_signal(signum)
+        received.append(signum)
+        for process in running:
+            process.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    # a signal ignored here (SIGINT in a background job of a script) stays ignored, as it is by the trainer
+    previous = {
+        signum: signal.signal(signum, forward)
+        for signum in FORWARDED
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
-        return process.wait()
+        process = subprocess.Popen([cli, "train", str(resolved)], env=env, stderr=subprocess.PIPE)
+        running.append(process)
+        if received:  # arrived while it was starting
+            process.send_signal(received[0])
+        tail = bytearray()
+        reader = threading.Thread(target=_copy_stderr, args=(process.stderr, tail), daemon=True)
+        reader.start()
+        code = process.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    # a process the trainer left behind may hold its stderr open: do not wait for it for long
+    reader.join(timeout=5)
+    if tail and not tail.endswith(b"\n"):  # a progress bar's line: what follows starts a line of its own
+        print(file=sys.stderr)
+    return code, (received[0] if received else None), _what_failed(bytes(tail))
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _stopped(output_dir: Path, code: int, received: int | None, failure: str | None) -> int:
+    """Say why training stopped and whether the same command can resume it; the exit code to leave with."""
+    found = checkpoints(output_dir)
+    resume = f"the same command resumes from {found[-1]}" if found else None
+    if received is not None:
+        print(
+            f"train: stopped by {_signal_name(received)}; "
+            + (resume or "no checkpoint was saved: the same command starts it again from the beginning"),
+            file=sys.stderr,
+        )
+        return 128 + received
+    if code < 0:  # killed by a signal that did not come through this launcher (e.g. the OOM killer)
+        failure, code = f"killed by {_signal_name(-code)}", 128 - code
+    what = failure or "see the messages above"
+    if resume:
+        message = f"training failed (exit {code}): {what}; {resume}"
+    else:
+        message = f"training failed (exit {code}) before any checkpoint was saved: {what}"
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,8 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     source = str(args.recipe)
     overrides = parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe)
-    check_keys(recipe, source)
-    check_keys(overrides, "override")
+    check_config(recipe, overrides, source)
     config = {**recipe, **overrides}
     if not config.get("output_dir"):
         raise FaceLLMError(f"{source}: no output_dir")
@@ -156,10 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:
         env["FORCE_TORCHRUN"] = "1"
-    code = _launch(resolved, env)
-    if code != 0:
-        print(f"error: training failed (exit {code}); resume with the same command", file=sys.stderr)
-        sys.exit(code)
+    code, received, failure = _launch(resolved, env)
+    if code != 0 or received is not None:
+        sys.exit(_stopped(output_dir, code, received, failure))
     if node_rank == "0":
         summary = training_summary(output_dir)
         plot = plot_loss(output_dir, title=f"{args.recipe.stem} ({config.get('model_name_or_path')})")

@@ -3,10 +3,13 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
-from facellm.preflight import check_dataset
+from facellm import preflight
+from facellm.cli import FaceLLMError
+from facellm.preflight import check_dataset, run_preflight
 from facellm.sharegpt import dataset_info_entry
 from tests.conftest import SAMPLE_FACES, assert_one_line_error, run_command
 
@@ -98,3 +101,31 @@ def test_unknown_dataset_name(dataset):
 
     with pytest.raises(FaceLLMError, match="no dataset named 'other'"):
         check_dataset({**dataset, "dataset": "other"}, progress=False)
+
+
+def test_an_empty_dataset_is_refused(dataset):
+    (tmp := Path(dataset["dataset_dir"]) / "dataset.json").write_text("[]")
+    with pytest.raises(FaceLLMError, match=f"{tmp}: dataset 'faces' holds no records"):
+        check_dataset({**dataset, "cutoff_len": None}, progress=False)
+
+
+def test_a_record_far_beyond_cutoff_len_is_listed_without_being_tokenised(dataset, tiny_model, monkeypatch):
+    # 1 MB of answer: far more characters than cutoff_len 512 tokens can hold, whatever the tokenizer
+    records = [sample(), sample(answer="word " * 200_000), sample(images=["val/10.jpg"])]
+    (Path(dataset["dataset_dir"]) / "dataset.json").write_text(json.dumps(records))
+    tokenised = []
+    batches = preflight._batches
+
+    def spy(texts):
+        for batch in batches(texts):
+            tokenised.extend(batch)
+            yield batch
+
+    monkeypatch.setattr(preflight, "_batches", spy)
+    report = run_preflight({**dataset, "model_name_or_path": str(tiny_model)}, "recipe", progress=False)
+    assert report.overlong == [("faces", 1, pytest.approx(1_000_000, rel=0.01))]
+    assert report.truncated == 1 and len(report.lengths) == 2 and max(report.lengths) < 512
+    assert len(tokenised) == 2 and max(map(len, tokenised)) < 10_000  # the long text never reached it
+    assert re.search(r"faces record 1: over-long: 1,000,\d{3} characters of text, far beyond cutoff_len 512",
+                     report.text())  # fmt: skip
+    assert "1 of 3 samples would be truncated" in report.text()

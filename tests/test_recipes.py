@@ -1,12 +1,27 @@
 """The recipes in configs/ and the pieces train.sh reads them with."""
 
+import dataclasses
+import enum
 import json
+import sys
+import types
+from pathlib import Path
+from typing import Literal, Optional
 
 import pytest
 import yaml
 
+from facellm import recipes
 from facellm.cli import FaceLLMError
-from facellm.recipes import check_keys, checkpoints, llamafactory_keys, model_size, parse_overrides
+from facellm.recipes import (
+    check_config,
+    check_keys,
+    checkpoints,
+    llamafactory_keys,
+    load_recipe,
+    model_size,
+    parse_overrides,
+)
 from tests.conftest import REPO
 
 SIZES = ("1B", "2B", "8B", "14B", "38B")
@@ -41,7 +56,7 @@ def test_released_batch_settings():
 
 def test_every_recipe_uses_only_llamafactory_arguments():
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        check_keys(yaml.safe_load(path.read_text()), str(path))  # raises on an unknown key
+        check_keys(load_recipe(path), str(path))  # raises on an unknown key or a value of the wrong type
 
 
 def test_deepspeed_configs_and_the_38b_recipe_uses_zero3():
@@ -62,6 +77,95 @@ def test_unknown_key_is_refused_with_a_suggestion():
     ):
         check_keys({"learning_rat": 1e-4}, "override")
     assert {"media_dir", "deepspeed", "lora_rank", "resume_from_checkpoint"} <= llamafactory_keys()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cutoff_len=abc", "override: cutoff_len: 'abc' is not an integer"),
+        ("learning_rate=fast", "override: learning_rate: 'fast' is not a number"),
+        ("bf16=maybe", "override: bf16: 'maybe' is not true or false"),
+        ("max_steps=2.5", "override: max_steps: 2.5 is not an integer"),
+        ("finetuning_type=lorra", "override: finetuning_type: 'lorra' is not one of 'lora', 'oft'"),
+        ("lora_rank=null", "override: lora_rank: null is not an integer"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_key_value_and_type(override, message):
+    with pytest.raises(FaceLLMError, match=message):
+        check_keys(parse_overrides([override]), "override")
+
+
+def test_recipe_values_are_checked_naming_the_recipe_and_values_of_the_right_type_pass(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("cutoff_len: abc\nlearning_rate: 1e-4\n")
+    recipe = load_recipe(path)
+    assert recipe["learning_rate"] == 1e-4  # read as LLaMA-Factory reads it (OmegaConf), not as text
+    with pytest.raises(FaceLLMError, match=f"{path}: cutoff_len: 'abc' is not an integer"):
+        check_config(recipe, {}, str(path))
+    good = parse_overrides(
+        ["cutoff_len=512", "learning_rate=1e-4", "bf16=false", "max_samples=null", "flash_attn=auto",
+         "lr_scheduler_type=cosine", "report_to=none", "dataset=a,b", "warmup_ratio=0", "run_name=2024"]
+    )  # fmt: skip
+    check_config(recipe, good, str(path))  # and the override replaces the recipe's bad value
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class FakeArguments:
+    steps: int = 1
+    rate: float = 0.1
+    flag: bool = False
+    name: Optional[str] = None  # noqa: UP045 (the typing spelling is what LLaMA-Factory's classes use too)
+    stage: Literal["sft", "pt"] = "sft"
+    color: Color = Color.RED
+    limit: int | None = None
+    targets: str | list[str] | None = None
+    path: Path | None = None
+
+
+def test_argument_types_are_read_from_the_dataclasses_and_cached_in_a_new_format(tmp_path, monkeypatch):
+    # stand-ins for LLaMA-Factory's modules, so that this needs no 20 s import
+    monkeypatch.setitem(
+        sys.modules, "llamafactory.hparams.parser", types.SimpleNamespace(_TRAIN_ARGS=[FakeArguments])
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "llamafactory.data.template",
+        types.SimpleNamespace(TEMPLATES={"plain": types.SimpleNamespace(default_system="Be brief.")}),
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # a cache of the format before types were checked: names only
+    old = {"keys": ["steps", "rate"], "systems": {"plain": "Be brief."}}
+    stamp = f"llamafactory-{recipes.version('llamafactory')}_transformers-{recipes.version('transformers')}"
+    (tmp_path / "facellm").mkdir()
+    for name in ("llamafactory-facts", f"llamafactory-facts-v{recipes.FACTS_FORMAT}"):
+        (tmp_path / "facellm" / f"{name}_{stamp}.json").write_text(json.dumps(old))
+
+    good = {"steps": 3, "rate": 1, "flag": True, "name": "x", "stage": "pt", "color": "blue", "limit": None,
+            "targets": ["q", "v"], "path": {"any": "thing"}}  # fmt: skip
+    check_keys(good, "override")
+    for key, value, expected in [
+        ("steps", "abc", "an integer"),
+        ("steps", True, "an integer"),
+        ("rate", "fast", "a number"),
+        ("flag", "maybe", "true or false"),
+        ("name", False, "text or null"),
+        ("stage", "ppo", "one of 'sft', 'pt'"),
+        ("color", "green", "one of 'red', 'blue'"),
+        ("limit", 1.5, "an integer or null"),
+        ("targets", {"a": 1}, "text, a list or null"),
+    ]:
+        with pytest.raises(FaceLLMError, match=f"override: {key}: .* is not {expected}$"):
+            check_keys({key: value}, "override")
+    # rebuilt in the new format, and read back from it
+    cached = json.loads(next((tmp_path / "facellm").glob(f"*-v{recipes.FACTS_FORMAT}_*.json")).read_text())
+    assert cached["format"] == recipes.FACTS_FORMAT and cached["types"]["steps"] == ["int"]
+    monkeypatch.setitem(sys.modules, "llamafactory.hparams.parser", None)  # importing it now fails
+    assert llamafactory_keys() == {field.name for field in dataclasses.fields(FakeArguments)}
 
 
 def test_overrides_are_typed_like_yaml():

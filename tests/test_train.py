@@ -5,13 +5,51 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
+import pytest
 import yaml
 
+from facellm.cli import run_cli
 from facellm.recipes import checkpoints
+from facellm.train import main
 from facellm.training_report import losses, training_summary
 from tests.conftest import REPO, assert_one_line_error, command_env, run_command, tiny_train_command
+
+# A stand-in for llamafactory-cli (`train CONFIG`): FAKE_TRAINER=fail fails as a Python trainer does, after
+# writing a checkpoint when FAKE_CHECKPOINT names one; FAKE_TRAINER=wait waits, and dies of the SIGTERM or
+# SIGINT it gets, as a Python trainer does, noting which in FAKE_DIR/got.
+FAKE_TRAINER = """#!/usr/bin/env bash
+echo started > "$FAKE_DIR/started"
+if [ "$FAKE_TRAINER" = fail ]; then
+  if [ -n "${FAKE_CHECKPOINT:-}" ]; then
+    mkdir -p "$FAKE_CHECKPOINT" && echo {} > "$FAKE_CHECKPOINT/trainer_state.json"
+  fi
+  printf 'Traceback (most recent call last):\\n  File "train.py", line 1\\n' >&2
+  printf 'ValueError: Cannot find valid samples\\n' >&2
+  exit 1
+fi
+on() { echo "$1" > "$FAKE_DIR/got"; kill "$sleeper"; trap - "$1"; kill -s "$1" $$; }
+trap 'on TERM' TERM
+trap 'on INT' INT
+sleep 60 & sleeper=$!
+wait "$sleeper"
+"""
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    """A folder, first on PATH, with the stand-in llamafactory-cli and the `python` train.sh runs with it."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "llamafactory-cli").write_text(FAKE_TRAINER)
+    (fake / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    for name in ("llamafactory-cli", "python"):
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DIR", str(fake))
+    return fake
 
 
 def logged_losses(folder) -> dict[int, float]:
@@ -120,3 +158,65 @@ def test_deepspeed_recipe_needs_deepspeed_installed(tmp_path):
 
 def test_slurm_example_is_valid_bash():
     assert run_command("bash", "-n", "configs/slurm/train_multinode.sbatch").returncode == 0
+
+
+def test_a_value_of_the_wrong_type_is_one_line_before_anything_starts(fake_trainer, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    base = yaml.safe_load((REPO / "configs" / "tiny_cpu_lora_sft.yaml").read_text())
+    recipe.write_text(yaml.safe_dump({**base, "learning_rate": "fast"}))
+    out = tmp_path / "out"
+    tiny = "configs/tiny_cpu_lora_sft.yaml"
+    for args, error in [
+        ((tiny, "cutoff_len=abc"), "override: cutoff_len: 'abc' is not an integer"),
+        ((tiny, "bf16=maybe"), "override: bf16: 'maybe' is not true or false"),
+        ((str(recipe),), f"{recipe}: learning_rate: 'fast' is not a number"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            run_cli(lambda args=args: main([*args, f"output_dir={out}"]))
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [f"error: {error}"]
+    assert not out.exists() and not (fake_trainer / "started").exists()  # nothing written, nothing started
+
+
+def test_a_failed_run_says_what_failed_and_offers_to_resume_only_from_a_checkpoint(
+    fake_trainer, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("FAKE_TRAINER", "fail")
+    out = tmp_path / "out"
+    args = ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={out}", "--no-preflight"]
+
+    def errors() -> list[str]:
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err  # the trainer's own output is passed through
+        return [line for line in err.splitlines() if line.startswith("error:")]
+
+    failed = "ValueError: Cannot find valid samples"
+    assert errors() == [f"error: training failed (exit 1) before any checkpoint was saved: {failed}"]
+    # a checkpoint written before the failure: then, and only then, the same command can resume
+    monkeypatch.setenv("FAKE_CHECKPOINT", str(out / "checkpoint-2"))
+    assert errors() == [
+        f"error: training failed (exit 1): {failed}; the same command resumes from {out / 'checkpoint-2'}"
+    ]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_the_trainer_and_exit_143_and_130(fake_trainer, tmp_path, signum, code):
+    process = subprocess.Popen(
+        ("bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}",
+         "--no-preflight"),
+        cwd=REPO, env={**os.environ, "FAKE_TRAINER": "wait"}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (fake_trainer / "started").exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signum)
+    stderr = process.communicate(timeout=60)[1]
+    name = signal.Signals(signum).name
+    assert process.returncode == code, stderr
+    assert (fake_trainer / "got").read_text().strip() == name[3:]  # passed on to the trainer, which stopped
+    assert f"train: stopped by {name}; no checkpoint was saved" in stderr and "Traceback" not in stderr
