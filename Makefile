@@ -16,7 +16,7 @@ install:
 	awk -v s="$$start" -v e="$$(date +%s.%N)" 'BEGIN { printf "install: %.1f s\n", e - s }'
 
 demo: install
-	"$(UV)" run --frozen python -m facellm.demo
+	"$(UV)" run --frozen python -m facellm.testing.demo
 
 test: install
 	"$(UV)" run --frozen pytest

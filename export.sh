@@ -9,4 +9,4 @@ if ! command -v llamafactory-cli >/dev/null 2>&1; then
   exit 2
 fi
 python=$(dirname "$(command -v llamafactory-cli)")/python
-exec "$python" -m facellm.export "$@"
+exec "$python" -m facellm.train.export "$@"

@@ -13,4 +13,4 @@ if ! command -v llamafactory-cli >/dev/null 2>&1; then
 fi
 # the Python of the environment that holds LLaMA-Factory, whatever `python` is on PATH
 python=$(dirname "$(command -v llamafactory-cli)")/python
-exec "$python" -m facellm.train "$@"
+exec "$python" -m facellm.train.launch "$@"

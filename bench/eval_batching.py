@@ -1,14 +1,15 @@
 """FaceXBench evaluation in batches vs one question at a time, on the tiny InternVL3 model, CPU.
 
 Both runs go through the same path as `vlmeval/evaluate.py` (the FaceLLM class from VLMEvalKit's
-supported_VLM, facellm.evaluation.evaluate with its per-batch result files), over the same questions: the
+supported_VLM, facellm.eval.runner.evaluate with its per-batch result files), over the same questions: the
 sample benchmark (single- and three-image questions) copied a few times, or real FaceXBench question files
-with placeholder images (--questions-from). The model is the tiny model's noisy copy (facellm.noisy_model):
+with placeholder images (--questions-from). The model is the tiny model's noisy copy
+(facellm.testing.noisy_model):
 the plain tiny model answers every question with the same newlines, which would make "same predictions"
 hold even if answers were swapped or images dropped. Reports identical predictions, the largest next-token
 logit difference over one batch, and the speed ratio measured in this one run. Target: >= 4x. (With
 --questions-from, the tool-use questions are answered one at a time in both runs, see
-facellm.evaluation.ALONE_CHARACTERS, which bounds the ratio of that mix.)
+facellm.eval.runner.ALONE_CHARACTERS, which bounds the ratio of that mix.)
 
     uv run python bench/eval_batching.py [--batch-size 16] [--copies 4] [--max-new-tokens 32]
     uv run python bench/eval_batching.py --questions-from PATH/TO/facexbench/benchmark --limit 10
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from facellm.evaluation import evaluate
-from facellm.facexbench import load_benchmark, vlmeval_message
-from facellm.inference import Part
-from facellm.noisy_model import noisy_copy
-from facellm.plugin import register_plugin
-from facellm.sample_benchmark import SAMPLE, build, with_placeholder_images
-from facellm.tiny_model import build_tiny_model
+from facellm.eval.facexbench import load_benchmark, vlmeval_message
+from facellm.eval.plugin import register_plugin
+from facellm.eval.runner import evaluate
+from facellm.infer.model import Part
+from facellm.testing.noisy_model import noisy_copy
+from facellm.testing.sample_benchmark import SAMPLE, build, with_placeholder_images
+from facellm.testing.tiny_model import build_tiny_model
 
 REAL_FILES = [
     "affectnet_multiple_mcq", "celeba_single_mcq", "fairface_multiple_mcq_race_test", "agedb30_multiple_mcq",

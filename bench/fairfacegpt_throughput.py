@@ -26,11 +26,11 @@ from pathlib import Path
 
 import openai
 
-from facellm.fairface import load_split
-from facellm.fairfacegpt import Config, _jobs, _run_remote, _settings
-from facellm.ledger import Ledger
-from facellm.prompts import load_prompts
-from facellm.qa_requests import Job, image_data_url, request_body
+from facellm.common.ledger import Ledger
+from facellm.data.fairface import load_split
+from facellm.data.generate import Config, _jobs, _run_remote, _settings
+from facellm.data.prompts import load_prompts
+from facellm.data.requests import Job, image_data_url, request_body
 
 SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "fairface-sample"
 IMAGES = "fairface-img-margin025-trainval"
@@ -59,7 +59,15 @@ class Endpoint:
             port = probe.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "facellm.local_endpoint", "--port", str(port), "--latency", str(latency)],
+            [
+                sys.executable,
+                "-m",
+                "facellm.testing.local_endpoint",
+                "--port",
+                str(port),
+                "--latency",
+                str(latency),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from facellm.inference import FaceLLMModel, Part
-from facellm.tiny_model import build_tiny_model
+from facellm.infer.model import FaceLLMModel, Part
+from facellm.testing.tiny_model import build_tiny_model
 
 SAMPLE = (
     Path(__file__).resolve().parent.parent / "assets" / "fairface-sample" / "fairface-img-margin025-trainval"

@@ -48,7 +48,7 @@ def build(arch: str, attention: str, device: str, dtype):
     from transformers import AutoModelForImageTextToText, InternVLConfig
 
     if arch == "tiny":
-        from facellm.tiny_model import build_tiny_model
+        from facellm.testing.tiny_model import build_tiny_model
 
         model = AutoModelForImageTextToText.from_pretrained(
             build_tiny_model(), dtype=dtype, attn_implementation=attention

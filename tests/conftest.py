@@ -1,40 +1,35 @@
 import os
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_FACES = REPO / "assets" / "fairface-sample"
-SHARED_FACEXBENCH = REPO.parent / "shared" / "facexbench" / "benchmark"
+from tests.support import SAMPLE_FACES, run_command, tiny_train_command
 
 # Nothing in the suite may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config) -> None:
+    """Caches of our own and of Hugging Face datasets live in one folder per test session (and so do the
+    subprocesses'), so a run's timing and results never depend on what the developer's home holds."""
+    cache = Path(tempfile.mkdtemp(prefix="facellm-tests-cache-"))
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "hf-datasets")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from facellm.tiny_model import build_tiny_model
+    from facellm.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-internvl3")
-
-
-def tiny_train_command(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> tuple[str, ...]:
-    """train.sh on the tiny model and the labels dataset of the sample faces: 128 steps, a checkpoint every
-    32 (the settings of `trained_tiny`, so that its run is the reference of the resume test)."""
-    return (
-        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
-        f"dataset_dir={data_dir}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
-        f"output_dir={output_dir}", "num_train_epochs=2", "save_steps=32", "plot_loss=false", *extra,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     """(LoRA adapter, its merged export): the tiny model trained for 128 steps on the labels dataset of the
     sample faces (in `adapter.parent / "data"`), so that its answers differ from image to image."""
-    from facellm.fairfacegpt import Config, generate
+    from facellm.data.generate import Config, generate
 
     work = tmp_path_factory.mktemp("trained")
     generate(Config(SAMPLE_FACES, work / "data", backend="labels", progress=False))
@@ -46,25 +41,3 @@ def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
     return work / "lora", work / "merged"
-
-
-def command_env() -> dict:
-    """The environment of a user's shell with this environment's tools on PATH."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def run_command(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a top-level command the way a user would, with this environment's tools on PATH."""
-    return subprocess.run(
-        args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """Bad input: non-zero exit, one line on stderr naming the problem, no traceback."""
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]

@@ -2,7 +2,7 @@
 
 import yaml
 
-from tests.conftest import REPO, assert_one_line_error, run_command
+from tests.support import REPO, assert_one_line_error, run_command
 
 
 def test_train_unknown_recipe():

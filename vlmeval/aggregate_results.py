@@ -3,8 +3,9 @@
 import argparse
 from pathlib import Path
 
-from facellm.cli import FaceLLMError, run_cli
-from facellm.facexbench_report import (
+from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.files import read_json
+from facellm.eval.scoring import (
     PLOT_FILE,
     RESULTS_TEXT,
     load_results,
@@ -14,7 +15,6 @@ from facellm.facexbench_report import (
     text,
     write_reports,
 )
-from facellm.files import read_json
 
 DESCRIPTION = """\
 Read an option letter from every prediction of a FaceXBench results folder (written by vlmeval/evaluate.py,
@@ -22,10 +22,10 @@ or by the FaceXBench authors' script) and write, into that folder:
   results.txt   accuracy overall and per category, task (sub-category), image count and file
   results.json  the same, plus the letter read from each answer and the published numbers
   facexbench_comparison.png  this run next to the published FaceLLM results (elsewhere with --plot)
-Letters are read by ordered rules (facellm/facexbench.py); an answer that names no single option is
+Letters are read by ordered rules (facellm/eval/facexbench.py); an answer that names no single option is
 "unparsed" and counts as wrong, as does a failed question. Accuracy = correct / (answered + failed).
 
-With --contamination (a report of python -m facellm.contamination), each file's questions whose images
+With --contamination (a report of python -m facellm.eval.contamination), each file's questions whose images
 overlap the training images are counted, and accuracy is also given without them; --exclude-contaminated
 makes that the headline (tables and plot).
 """
@@ -47,7 +47,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--contamination", type=Path, default=None,
-        help="contamination report (JSON) of python -m facellm.contamination for this benchmark",
+        help="contamination report (JSON) of python -m facellm.eval.contamination for this benchmark",
     )  # fmt: skip
     parser.add_argument(
         "--exclude-contaminated", "--exclude_contaminated", action="store_true",
@@ -86,7 +86,9 @@ def main() -> None:
     if args.contamination is not None:
         contamination = read_json(args.contamination)
         if not isinstance(contamination, dict) or "overlaps" not in contamination:
-            raise FaceLLMError(f"{args.contamination}: not a contamination report of facellm.contamination")
+            raise FaceLLMError(
+                f"{args.contamination}: not a contamination report of facellm.eval.contamination"
+            )
         contamination["source"] = str(args.contamination)
     data = report(tasks, identity, contamination, args.exclude_contaminated)
     write_reports(folder, data)

@@ -1,9 +1,10 @@
 """Registers FaceLLM with VLMEvalKit without touching VLMEvalKit's files.
 
-Importing this file (see `facellm.plugin.register_plugin`) adds the `FaceLLM` class to `vlmeval.vlm` and the
-models of `facellm.plugin.REGISTERED_MODELS` to `vlmeval.config.supported_VLM`, the dict every VLMEvalKit
-entry point reads: FaceLLM-1B/8B/38B and their base models InternVL3-{1B,2B,8B,14B,38B}-hf. Each entry
-accepts `model_path=` to point at a local export instead of the hub id.
+Importing this file (see `facellm.eval.plugin.register_plugin`) adds the `FaceLLM` class to `vlmeval.vlm`
+and the models of `facellm.eval.plugin.REGISTERED_MODELS` to `vlmeval.config.supported_VLM`, the dict
+every VLMEvalKit entry point reads: FaceLLM-1B/8B/38B and their base models
+InternVL3-{1B,2B,8B,14B,38B}-hf. Each entry accepts `model_path=` to point at a local export instead of the
+hub id.
 """
 
 from functools import partial
@@ -11,7 +12,7 @@ from functools import partial
 import vlmeval.vlm
 from vlmeval.config import supported_VLM
 
-from facellm.plugin import BASELINE_MODELS, FACELLM_MODELS, PLUGIN_DIR, REGISTERED_MODELS, import_file
+from facellm.eval.plugin import BASELINE_MODELS, FACELLM_MODELS, PLUGIN_DIR, REGISTERED_MODELS, import_file
 
 FaceLLM = import_file(PLUGIN_DIR / "vlm" / "facellm.py", "facellm_vlmeval_model").FaceLLM
 

@@ -5,10 +5,12 @@ import os
 import sys
 from pathlib import Path
 
-from facellm.cli import FaceLLMError, run_cli
-from facellm.evaluation import MAX_CONSECUTIVE_FAILURES, Shard, check_folders, evaluate, merge
-from facellm.facexbench_report import RESULTS_TEXT
-from facellm.plugin import REGISTERED_MODELS, register_plugin
+from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.options import add_answer_length, add_device_options, add_progress_option
+from facellm.eval.plugin import REGISTERED_MODELS, register_plugin
+from facellm.eval.results import Shard, check_folders
+from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, evaluate, merge
+from facellm.eval.scoring import RESULTS_TEXT
 
 DESCRIPTION = """\
 Answer the FaceXBench questions with a model registered in VLMEvalKit's supported_VLM (FaceLLM-1B/8B/38B and
@@ -70,25 +72,17 @@ def main() -> None:
         "--merge", action="store_true",
         help="merge the shards of --results-dir into it (checks that every question is answered) and exit",
     )  # fmt: skip
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=None,
-        help="answer length limit (default: 64 for the plug-in's models, the model's own for others)",
-    )  # fmt: skip
-    parser.add_argument("--device", default=None, help="plug-in models: cuda, cuda:1, cpu (default: auto)")
-    parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-        help="plug-in models: default bfloat16 on CUDA, float32 on CPU",
-    )  # fmt: skip
+    add_answer_length(parser, None, "64 for the plug-in's models, the model's own for others")
+    add_device_options(parser, "a plug-in model")
     parser.add_argument(
         "--max-consecutive-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
         help="stop when this many questions in a row fail, e.g. a broken model or GPU "
         "(default: %(default)s; 0 never stops)",
     )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(parser)
     args = parser.parse_args()
-    for name in ("limit", "max_new_tokens"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.max_consecutive_failures < 0:
@@ -134,7 +128,7 @@ def main() -> None:
 
     summary = evaluate(
         make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
-        batch_size=args.batch_size, shard=shard, progress=not args.no_progress,
+        batch_size=args.batch_size, shard=shard, progress=args.progress,
         max_consecutive_failures=args.max_consecutive_failures,
     )  # fmt: skip
     if shard and not summary["merged"]:

@@ -7,9 +7,9 @@ from pathlib import Path
 from vlmeval.smp import parse_file
 from vlmeval.vlm.base import BaseModel
 
-from facellm.cli import FaceLLMError
-from facellm.images import IMAGE_SUFFIXES
-from facellm.inference import DEFAULT_MODEL, FaceLLMModel, Part
+from facellm.common.cli import FaceLLMError
+from facellm.common.images import IMAGE_SUFFIXES
+from facellm.infer.model import DEFAULT_MODEL, FaceLLMModel, Part
 
 
 class FaceLLM(BaseModel):

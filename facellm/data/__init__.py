@@ -1,0 +1,1 @@
+"""Stage 1, data generation: FairFace labels, prompts, the openai/batch/labels backends, reports."""

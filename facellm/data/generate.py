@@ -1,0 +1,396 @@
+"""FairFaceGPT generation: question-answer pairs about every FairFace image, grounded in its labels.
+
+Stage 1 of the pipeline. Reads a FairFace root (labels CSV + image folder) and asks an LLM about each image,
+one aspect at a time (`per-question`, as the released generator does) or all aspects in one call
+(`per-image`). Every finished item goes to OUT/ledger.jsonl at once, so an interrupted run resumes where it
+stopped. At the end the ledger is compiled into OUT/dataset.json (ShareGPT) with its dataset_info.json, and
+into the cost and fairness reports.
+
+Backends: `openai` (live requests to any OpenAI-compatible endpoint), `batch` (the OpenAI Batch API),
+`labels` (offline answers written from the labels alone; needs no endpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from facellm.common import sharegpt
+from facellm.common.cli import FaceLLMError
+from facellm.common.files import read_json, write_json_atomic
+from facellm.common.ledger import DONE, FAILED, Ledger
+from facellm.common.options import add_options, add_progress_option, from_args, option, positive
+from facellm.data import labels as qa_labels
+from facellm.data.fairface import SPLITS, FaceRecord, load_split
+from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
+from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
+from facellm.data.requests import MODES, Answer, BadImage, Job, Settings, image_data_url
+
+BACKENDS = ("openai", "batch", "labels")
+DEFAULT_MODEL = "gpt-4o-2024-11-20"
+LEDGER = "ledger.jsonl"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Config:
+    """Every setting of a FairFaceGPT run; each is also the command-line option of the same name."""
+
+    fairface_root: Path = option(
+        Path("data/fairface"), "folder with fairface_label_<split>.csv and fairface-img-margin025-trainval/ "
+        "(or fairface_img_margin025/)", parse=Path, group="data",
+    )  # fmt: skip
+    out: Path = option(Path("data/fairfacegpt"), "output folder", parse=Path, group="data")
+    split: str = option("val", "FairFace split", choices=SPLITS, group="data")
+    limit: int | None = option(None, "only the first N images of the CSV", parse=positive(int), group="data")
+    backend: str = option(
+        "openai", "openai: live requests; batch: OpenAI Batch API (half price, within 24 h); labels: offline "
+        "answers from the labels alone", choices=BACKENDS, group="generation",
+    )  # fmt: skip
+    mode: str = option(
+        "per-question", "per-question: one request per question with the labels as a hint, as the released "
+        "generator; per-image: one request per image answering all questions as JSON", choices=MODES,
+        group="generation",
+    )  # fmt: skip
+    model: str = option(DEFAULT_MODEL, "model name at the endpoint", group="generation")
+    base_url: str | None = option(
+        None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or LLaMA-Factory "
+        "(default: OpenAI, or OPENAI_BASE_URL)", group="generation",
+    )  # fmt: skip
+    prompts_dir: Path = option(DEFAULT_PROMPTS_DIR, "prompt files", parse=Path, group="generation")
+    max_tokens: int | None = option(
+        None, "answer length limit (default: 1024 per question, 4096 per image)", parse=positive(int),
+        group="generation",
+    )  # fmt: skip
+    temperature: float | None = option(
+        None, "sampling temperature (default: the endpoint's)", parse=float, group="generation"
+    )
+    concurrency: int = option(
+        32, "requests in flight", parse=positive(int), group="throughput and robustness"
+    )
+    rpm: float | None = option(
+        None, "requests-per-minute ceiling", parse=positive(float), group="throughput and robustness"
+    )
+    tpm: float | None = option(
+        None, "tokens-per-minute ceiling (prompt + max_tokens)", parse=positive(float),
+        group="throughput and robustness",
+    )  # fmt: skip
+    timeout: float = option(
+        120.0, "seconds per request", parse=positive(float), group="throughput and robustness"
+    )
+    max_attempts: int = option(
+        3, "answers an item may get (empty, refused or truncated ones are asked again) before it is recorded "
+        "as failed", parse=positive(int), group="throughput and robustness",
+    )  # fmt: skip
+    max_retries: int = option(
+        8, "retries per item on 429, 5xx, timeouts and dropped connections", parse=positive(int),
+        group="throughput and robustness",
+    )  # fmt: skip
+    poll_interval: float = option(
+        60.0, "seconds between status checks", parse=positive(float), group="batch backend"
+    )
+    batch_max_requests: int = option(
+        50_000, "requests per batch file", parse=positive(int), group="batch backend"
+    )
+    batch_max_bytes: int = option(
+        190_000_000, "bytes per batch file", parse=positive(int), group="batch backend"
+    )
+    prices: Path = option(DEFAULT_PRICES, "price table", parse=Path, group="reports")
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    dataset: Path
+    images: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already done before this run
+    requests: int | None = None  # sent by the live backend, retries included
+    retries: int | None = None
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _check_config(config: Config) -> None:
+    if config.backend not in BACKENDS:
+        raise FaceLLMError(f"backend {config.backend!r} is not available (choose from {', '.join(BACKENDS)})")
+    if config.mode not in MODES:
+        raise FaceLLMError(f"mode {config.mode!r} is not one of {', '.join(MODES)}")
+    if config.out.exists() and not config.out.is_dir():
+        raise FaceLLMError(f"{config.out}: --out exists and is not a folder")
+    if config.base_url is not None:
+        try:
+            url = urlparse(config.base_url)
+            valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        except ValueError:  # e.g. an unclosed IPv6 bracket or a port above 65535
+            valid = False
+        if not valid:
+            raise FaceLLMError(
+                f"--base-url {config.base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)"
+            )
+
+
+def _settings(config: Config) -> Settings:
+    if config.backend == "labels":
+        return Settings(model="labels", mode="per-question", max_tokens=0)
+    max_tokens = config.max_tokens or (1024 if config.mode == "per-question" else 4096)
+    return Settings(config.model, config.mode, max_tokens, config.temperature)
+
+
+def _check_run_identity(out: Path, identity: dict) -> None:
+    """A ledger holds one kind of data: refuse to mix models, modes, prompts or splits in one folder."""
+    path = out / RUN_FILE
+    ledger = out / LEDGER
+    nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
+    if path.is_file() and not nothing_yet:
+        previous = read_json(path)
+        changed = [k for k in identity if isinstance(previous, dict) and previous.get(k) != identity[k]]
+        if not isinstance(previous, dict) or changed:
+            detail = ", ".join(f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in changed) or "unreadable"
+            raise FaceLLMError(
+                f"{path}: this folder holds a run with other settings ({detail}); use another --out "
+                "or the same settings to resume"
+            )
+    else:
+        write_json_atomic(path, identity)
+
+
+def _jobs(faces: list[FaceRecord], prompts: PromptSet, settings: Settings, ledger: Ledger) -> list[Job]:
+    jobs = []
+    for face in faces:
+        pending = tuple(a for a in prompts.aspects if not ledger.is_done(face.file, a.key))
+        if not pending:
+            continue
+        if settings.mode == "per-image":
+            jobs.append(Job(face, pending))
+        else:
+            jobs.extend(Job(face, (aspect,)) for aspect in pending)
+    return jobs
+
+
+def _api_key() -> str:
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key:
+        raise FaceLLMError(
+            "OPENAI_API_KEY is not set: export it (a server without authentication accepts any value, "
+            "e.g. OPENAI_API_KEY=EMPTY)"
+        )
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise FaceLLMError(  # never printed: even a malformed key may be most of a real one
+            "OPENAI_API_KEY is malformed: it holds a space, a line break or a non-ASCII character; "
+            "set it to the key alone"
+        )
+    return key
+
+
+def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item) -> None:
+    from facellm.data.live import failure_entries, ledger_entry
+
+    for job in jobs:
+        try:  # the same check as the live backend: no answers about a file that is not a readable image
+            image_data_url(image_root / job.face.file)
+        except BadImage as error:
+            for entry in failure_entries(job, str(error), settings, "labels", attempts=0, latency_s=0.0):
+                ledger.append(entry)
+                on_item(entry)
+            continue
+        for aspect in job.aspects:
+            answer = Answer(aspect, qa_labels.answer(aspect, job.face), None, "stop", {})
+            entry = ledger_entry(job, answer, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
+            ledger.append(entry)
+            on_item(entry)
+
+
+async def _run_remote(
+    config: Config,
+    jobs: list[Job],
+    prompts: PromptSet,
+    settings: Settings,
+    ledger,
+    image_root,
+    on_item,
+    all_faces: list[FaceRecord] | None = None,
+):
+    import openai
+
+    from facellm.data.live import OpenAIBackend, Redactor, preflight
+    from facellm.data.rate_limit import RateLimiter
+
+    key = _api_key()
+    redact = Redactor(key)
+    client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout)
+    try:
+        await preflight(client, settings.model, redact, lambda text: tqdm.write(text, file=sys.stderr))
+        shared = dict(
+            client=client, prompts=prompts, settings=settings, ledger=ledger, image_root=image_root,
+            redact=redact, max_attempts=config.max_attempts, max_retries=config.max_retries, on_item=on_item,
+        )  # fmt: skip
+        if config.backend == "batch":
+            from facellm.data.batch import BatchBackend
+
+            backend = BatchBackend(
+                **shared, folder=config.out / "batch", poll_interval=config.poll_interval,
+                max_requests=config.batch_max_requests, max_bytes=config.batch_max_bytes,
+            )  # fmt: skip
+            await backend.run(jobs, all_faces if all_faces is not None else [job.face for job in jobs])
+        else:
+            backend = OpenAIBackend(
+                **shared, limiter=RateLimiter(config.rpm, config.tpm), timeout=config.timeout
+            )
+            return await backend.run(jobs, config.concurrency)
+    finally:
+        await client.close()
+
+
+def compile_dataset(faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger) -> list[dict]:
+    """ShareGPT records of every done item, in CSV order then aspect order: the same ledger always gives
+    the same file, however the requests were scheduled."""
+    records = []
+    for face in faces:
+        for aspect in prompts.aspects:
+            entry = ledger.get(face.file, aspect.key)
+            if entry and entry["status"] == DONE:
+                records.append(sharegpt.record(entry["question"], entry["answer"], face.file))
+    return records
+
+
+def _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_faces, summary) -> None:
+    """Answer JOBS with the configured backend, a progress bar counting finished and failed items."""
+    failures: Counter[str] = Counter()
+    bar = tqdm(
+        total=pending,
+        desc=f"FairFaceGPT [{config.backend}, {settings.mode}]",
+        unit="qa",
+        disable=not config.progress or None,
+        file=sys.stderr,
+    )
+
+    def on_item(entry: dict) -> None:
+        if entry["status"] == FAILED:
+            failures[entry["reason"]] += 1
+            bar.set_postfix(failed=sum(failures.values()), refresh=False)
+        bar.update(1)
+
+    try:
+        if config.backend == "labels":
+            _run_labels(jobs, settings, ledger, image_root, on_item)
+        elif jobs:
+            counters = asyncio.run(
+                _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
+            )
+            if counters is not None:
+                summary.requests, summary.retries = counters.requests, counters.retries
+    except KeyboardInterrupt:  # exit 130, as for any Ctrl-C, with the way back
+        raise KeyboardInterrupt(
+            f"{ledger.path} keeps every finished item: run the same command to resume"
+        ) from None
+    finally:
+        bar.close()
+
+
+def _tally(summary: Summary, faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger) -> dict:
+    """The ledger's last word on every item of this run, counted into SUMMARY."""
+    entries = {
+        (face.file, a.key): entry
+        for face in faces
+        for a in prompts.aspects
+        if (entry := ledger.get(face.file, a.key))
+    }
+    summary.done = sum(1 for e in entries.values() if e["status"] == DONE) - summary.skipped
+    summary.failed = sum(1 for e in entries.values() if e["status"] == FAILED)
+    summary.failed_by_reason = dict(
+        Counter(e["reason"] for e in entries.values() if e["status"] == FAILED).most_common()
+    )
+    return entries
+
+
+def generate(config: Config) -> Summary:
+    _check_config(config)
+    prompts = load_prompts(config.prompts_dir)
+    prices = load_prices(config.prices)
+    settings = _settings(config)
+    image_root, all_faces = load_split(config.fairface_root, config.split)
+    faces = all_faces[: config.limit] if config.limit else all_faces
+    config.out.mkdir(parents=True, exist_ok=True)
+    # the ledger is the folder's lock: taken before run.json is read or written, so a second run with other
+    # settings cannot rewrite it while the first one is still appending
+    with Ledger(config.out / LEDGER) as ledger:
+        sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before work
+        _check_run_identity(
+            config.out,
+            {
+                "model": settings.model,
+                "mode": settings.mode,
+                "prompts": prompts.digest,
+                "split": config.split,
+            },
+        )
+        jobs = _jobs(faces, prompts, settings, ledger)
+        pending = sum(len(job.aspects) for job in jobs)
+        summary = Summary(
+            dataset=config.out / "dataset.json",
+            images=len(faces),
+            skipped=len(faces) * len(prompts.aspects) - pending,
+        )
+        _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_faces, summary)
+        entries = _tally(summary, faces, prompts, ledger)
+        records = compile_dataset(faces, prompts, ledger)
+
+    dataset_path, info_path = sharegpt.write_dataset(config.out, records)
+    cost_report(
+        list(entries.values()),
+        prices,
+        settings.model,
+        config.backend == "batch",
+        len(faces),
+        len(all_faces),
+        config.out,
+    )
+    fairness_report(faces, entries, config.out)
+    write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
+    _print_summary(summary, len(records), dataset_path, info_path, image_root, config.out)
+    return summary
+
+
+def _print_summary(summary: Summary, records: int, dataset_path, info_path, image_root, out) -> None:
+    print(
+        f"{records} QA pairs about {summary.images} images -> {dataset_path} (registered in {info_path})\n"
+        f"this run: {summary.done} done, {summary.failed} failed, {summary.skipped} already done before"
+        + (f"; {summary.requests} requests sent ({summary.retries} retried)" if summary.requests else "")
+    )
+    for reason, count in summary.failed_by_reason.items():
+        print(f"  failed: {count} x {reason}")
+    print(f"reports: {out / 'cost_report.md'}, {out / 'fairness_report.md'}")
+    print(f"image paths are relative to {image_root}: pass it to training as media_dir")
+    if summary.failed:
+        print("re-run the same command to retry the failed items", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python fairfacegpt.py",
+        description="Generate the FairFaceGPT question-answer dataset from FairFace images and labels. "
+        "Writes OUT/dataset.json (ShareGPT) and OUT/dataset_info.json (LLaMA-Factory registration), "
+        "OUT/ledger.jsonl (one line per finished item: re-run the same command to resume), "
+        "cost and fairness reports. Exits 1 when some items failed, 2 on bad input, 130 when interrupted "
+        "(Ctrl-C: rerun the same command to resume).",
+        epilog="The API key is read from OPENAI_API_KEY only. Prompts and aspects are files in "
+        "data/prompts/ (see --prompts-dir).",
+    )
+    add_options(parser, Config)
+    add_progress_option(parser)
+    summary = generate(from_args(Config, parser.parse_args(argv)))
+    if not summary.ok:
+        sys.exit(1)

@@ -1,0 +1,199 @@
+"""What a FairFaceGPT run cost and whom it served: the cost report and the fairness report.
+
+Both are compiled from the ledger over the images of the run (so they are right after a resume too):
+    cost_report.md / cost.json          tokens in and out, estimated price, projection to the whole split
+    fairness_report.md / fairness.png   images, QA pairs, answer length, refusal and failure rates per
+                                        race, gender and age bin
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facellm.common.cli import FaceLLMError
+from facellm.common.files import REPO, read_json, write_json_atomic, write_text_atomic
+from facellm.common.ledger import DONE, FAILED
+from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
+from facellm.data.prompts import RACE_PHRASES
+
+DEFAULT_PRICES = REPO / "data" / "prices.json"
+GROUPINGS = (("race", RACES), ("gender", GENDERS), ("age", AGE_BINS))
+
+
+def load_prices(path: Path) -> dict:
+    if not path.is_file():
+        raise FaceLLMError(f"{path}: price table not found")
+    table = read_json(path)
+    models = table.get("models") if isinstance(table, dict) else None
+    if not isinstance(models, dict) or not all(
+        isinstance(p, dict) and {"input_per_million", "output_per_million"} <= p.keys()
+        for p in models.values()
+    ):
+        raise FaceLLMError(
+            f"{path}: expected an object whose 'models' maps each model to "
+            "input_per_million and output_per_million (USD)"
+        )
+    return table
+
+
+def cost_report(
+    entries: list[dict], prices: dict, model: str, batch: bool, images: int, split_images: int, out: Path
+) -> dict:
+    tokens_in = sum(int((e.get("usage") or {}).get("prompt_tokens", 0)) for e in entries)
+    tokens_out = sum(int((e.get("usage") or {}).get("completion_tokens", 0)) for e in entries)
+    price = prices["models"].get(model)
+    summary = {
+        "model": model,
+        "batch_api": batch,
+        "images": images,
+        "items": len(entries),
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "usd": None,
+        "usd_projected_for_split": None,
+        "split_images": split_images,
+    }
+    lines = [
+        "# FairFaceGPT cost report",
+        "",
+        f"- model: `{model}`{' via the Batch API' if batch else ''}",
+        f"- images: {images} ({len(entries)} QA items, failed attempts included)",
+        f"- tokens: {tokens_in:,} in, {tokens_out:,} out",
+    ]
+    if price is None:
+        lines.append(f"- price: no entry for `{model}` in the price table; pass one with --prices")
+    else:
+        discount = float(prices.get("batch_discount", 1.0)) if batch else 1.0
+        usd = (
+            discount
+            * (tokens_in * price["input_per_million"] + tokens_out * price["output_per_million"])
+            / 1e6
+        )
+        summary["usd"] = round(usd, 6)
+        lines.append(
+            f"- estimated price: ${usd:,.4f} at ${price['input_per_million']}/M in, "
+            f"${price['output_per_million']}/M out" + (f", x{discount} batch discount" if batch else "")
+        )
+        if images:
+            projected = usd / images * split_images
+            summary["usd_projected_for_split"] = round(projected, 2)
+            lines.append(f"- projected for all {split_images:,} images of the split: ${projected:,.2f}")
+    write_text_atomic(out / "cost_report.md", "\n".join(lines) + "\n")
+    write_json_atomic(out / "cost.json", summary)
+    return summary
+
+
+def _names_race(answer: str, race: str) -> bool:
+    words = answer.lower()
+    phrase = RACE_PHRASES[race].lower()
+    return phrase in words or (race == "Latino_Hispanic" and ("latino" in words or "hispanic" in words))
+
+
+def fairness_rows(faces: list[FaceRecord], entries: dict[tuple[str, str], dict]) -> dict[str, list[dict]]:
+    by_image: dict[str, list[dict]] = {}
+    for (image, _aspect), entry in entries.items():
+        by_image.setdefault(image, []).append(entry)
+    tables: dict[str, list[dict]] = {}
+    for attribute, values in GROUPINGS:
+        rows = []
+        for value in values:
+            group = [face for face in faces if getattr(face, attribute) == value]
+            items = [e for face in group for e in by_image.get(face.file, [])]
+            done = [e for e in items if e["status"] == DONE]
+            failed = [e for e in items if e["status"] == FAILED]
+            named = [
+                _names_race(entry["answer"], face.race)
+                for face in group
+                if (entry := entries.get((face.file, "demographics"))) and entry["status"] == DONE
+            ]
+            rows.append(
+                {
+                    attribute: value,
+                    "images": len(group),
+                    "qa_done": len(done),
+                    "qa_failed": len(failed),
+                    "mean_answer_words": round(sum(len(e["answer"].split()) for e in done) / len(done), 1)
+                    if done
+                    else None,
+                    "refusal_rate": round(sum(1 for e in items if e.get("refusals")) / len(items), 4)
+                    if items
+                    else None,
+                    "failure_rate": round(len(failed) / len(items), 4) if items else None,
+                    "race_named_in_demographics": round(sum(named) / len(named), 4) if named else None,
+                }
+            )
+        tables[attribute] = rows
+    return tables
+
+
+def _cell(value: object, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if percent else str(value)
+
+
+def fairness_report(faces: list[FaceRecord], entries: dict[tuple[str, str], dict], out: Path) -> dict:
+    tables = fairness_rows(faces, entries)
+    lines = [
+        "# FairFaceGPT fairness report",
+        "",
+        "Per group: images, QA pairs done and failed, mean answer length, share of items that met at least "
+        "one refusal (asked again), share of items that failed for good, and how often the demographics "
+        "answer names the labelled race group (a rough check that answers follow the labels).",
+    ]
+    for attribute, rows in tables.items():
+        lines += [
+            "",
+            f"## {attribute}",
+            "",
+            f"| {attribute} | images | QA done | QA failed | mean answer words | refusal rate | failure rate "
+            "| race named |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row[attribute]} | {row['images']} | {row['qa_done']} | {row['qa_failed']} | "
+                f"{_cell(row['mean_answer_words'])} | {_cell(row['refusal_rate'], True)} | "
+                f"{_cell(row['failure_rate'], True)} | {_cell(row['race_named_in_demographics'], True)} |"
+            )
+    write_text_atomic(out / "fairness_report.md", "\n".join(lines) + "\n")
+    write_json_atomic(out / "fairness.json", tables)
+    _plot(tables, out / "fairness.png")
+    return tables
+
+
+def _plot(tables: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(15, 7), constrained_layout=True)
+    for column, (attribute, rows) in enumerate(tables.items()):
+        names = [f"{str(row[attribute]).replace('_', ' ')} (n={row['images']})" for row in rows]
+        axes[0][column].bar(names, [row["mean_answer_words"] or 0 for row in rows], color="#4c72b0")
+        axes[0][column].set_title(f"mean answer words by {attribute}")
+        positions = range(len(rows))
+        axes[1][column].bar(
+            [p - 0.2 for p in positions],
+            [100 * (row["refusal_rate"] or 0) for row in rows],
+            0.4,
+            label="refusal",
+        )
+        axes[1][column].bar(
+            [p + 0.2 for p in positions],
+            [100 * (row["failure_rate"] or 0) for row in rows],
+            0.4,
+            label="failure",
+        )
+        axes[1][column].set_xticks(list(positions), names)
+        highest = max([100 * (row[k] or 0) for row in rows for k in ("refusal_rate", "failure_rate")])
+        axes[1][column].set_ylim(0, max(5.0, 1.2 * highest))  # rates of 0 % sit on the axis, not mid-plot
+        axes[1][column].set_title(f"refusal / failure rate (%) by {attribute}")
+        axes[1][column].legend()
+        for axis in (axes[0][column], axes[1][column]):
+            axis.tick_params(axis="x", labelrotation=45, labelsize=8)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Stage 6, evaluation: FaceXBench files, the runner, scoring, contamination, VLMEvalKit registration."""

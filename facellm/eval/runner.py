@@ -1,0 +1,274 @@
+"""Running a VLMEvalKit model over a FaceXBench folder: batched, resumable per question, shardable.
+
+Results follow the FaceXBench results format: `<results>/<task>.json` is the input question file with a
+`prediction` (the model's answer, stripped) added to every answered question. A question whose attempt raised
+an error gets an `error` instead, the run goes on, and the next run asks it again. Files are rewritten
+atomically after every batch, so a killed run loses at most the batch in flight and a rerun of the same
+command continues where it stopped.
+
+Sharding: shard I of N (`--shard I/N`, or RANK / WORLD_SIZE under torchrun) answers the questions at the
+positions p with p % N == I (files in name order, questions in file order) and writes them to
+`<results>/shards/I-of-N/`. A question answered in any folder of a results folder is never asked again, so
+runs with different splits (or none) can be mixed. The merge writes the union into `<results>/`: the same
+files an unsharded run writes. The shard that completes
+the set merges on its own; `merge` (evaluate.py --merge) does it by hand.
+
+`run.json` ties a results folder, and each of its shard folders, to one model name, model path and prompt
+settings; another combination is refused instead of mixed in.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facellm.common.cli import FaceLLMError
+from facellm.common.files import write_json_atomic
+from facellm.eval.facexbench import Task, check_images, load_benchmark, prompt_text, vlmeval_message
+from facellm.eval.results import (
+    SHARDS_DIR,
+    Answers,
+    Shard,
+    check_folders,
+    check_results_dir,
+    known_answers,
+    read_answers,
+    shard_folders,
+    with_answers,
+    write_task,
+)
+from facellm.eval.scoring import RUN_FILE, SUMMARY_FILE, read_identity, report, write_reports
+
+# The dataset name the authors' evaluation hands to VLMEvalKit models (some models adapt their prompt to the
+# dataset type; "MCQ" keeps baselines comparable with the published numbers).
+DATASET = "MCQ"
+MAX_CONSECUTIVE_FAILURES = 32
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")  # only when the model brought it in
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, str | None]]:
+    """(prediction, error) for each message: in one batch when the model has `generate_batch` (FaceLLM
+    does), else, or when the batch fails, one at a time so that one bad question fails alone."""
+    if len(messages) > 1 and hasattr(model, "generate_batch"):
+        try:
+            answers = list(model.generate_batch(messages, DATASET))
+            if len(answers) != len(messages):
+                raise ValueError(f"{len(answers)} answers to {len(messages)} questions")
+            return [(str(a if a is not None else "").strip(), None) for a in answers]
+        except Exception:
+            _free_accelerator_memory()  # an out-of-memory batch: each question is tried on its own below
+    results = []
+    for message in messages:
+        try:
+            answer = model.generate(message, dataset=DATASET)
+            results.append((str(answer if answer is not None else "").strip(), None))
+        except Exception as error:  # recorded with the question; the run goes on
+            _free_accelerator_memory()
+            results.append((None, _first_line(error)))
+    return results
+
+
+# A rough prompt length in characters, an image counting as much text as the ~256 tokens of one InternVL tile.
+IMAGE_CHARACTERS = 1000
+# Longer prompts (about 2k tokens: in FaceXBench, the tool-use questions) are answered alone. Their prefill is
+# compute-bound, so a batch saves nothing, and padding makes attention take its masked path: two different
+# tool-use prompts took 2.5 to 3.5 times as long in one batch as one after the other (tiny model, CPU).
+ALONE_CHARACTERS = 8_000
+
+
+def _length(task: Task, number: str, prepend: bool) -> int:
+    images = len(task.questions[number]["image_paths"])
+    return len(prompt_text(task, number, prepend)) + IMAGE_CHARACTERS * images
+
+
+def batches(items: list, size: int, length: Callable[[object], int]) -> list[list]:
+    """ITEMS (sorted by LENGTH) in batches of at most SIZE. A new batch starts early where an item is more
+    than 1.5 times as long as the batch's first (every prompt is padded to the longest, which would cost more
+    than batching saves), and an item longer than ALONE_CHARACTERS is a batch of its own."""
+    groups: list[list] = []
+    for item in items:
+        current = groups[-1] if groups else []
+        fits = (
+            current
+            and len(current) < size
+            and length(item) <= 1.5 * length(current[0])
+            and length(item) <= ALONE_CHARACTERS
+        )
+        if fits:
+            current.append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
+    tasks = load_benchmark(benchmark_dir)
+    if limit is not None:
+        for task in tasks:
+            task.questions = dict(list(task.questions.items())[:limit])
+    for task in tasks:  # every image is checked before any time is spent loading the model
+        for number in task.questions:
+            check_images(task, number, benchmark_dir)
+    return tasks
+
+
+def _positions(tasks: list[Task]) -> list[tuple[Task, str]]:
+    return [(task, number) for task in tasks for number in task.questions]
+
+
+def _summary(tasks: list[Task], answers: Answers, identity: dict, shard: Shard | None) -> dict:
+    """summary.json: how many of the questions this folder is for are answered, failed or pending, and the
+    error of each failed one."""
+    owned = [
+        (t, n) for position, (t, n) in enumerate(_positions(tasks)) if shard is None or shard.owns(position)
+    ]
+    answered = sum(answers.has(t.name, n) for t, n in owned)
+    errors = {}
+    for task, number in owned:
+        if not answers.has(task.name, number) and number in answers.errors.get(task.name, {}):
+            errors.setdefault(task.name, {})[number] = answers.errors[task.name][number]
+    failed = sum(len(found) for found in errors.values())
+    return {
+        **identity,
+        "shard": shard.name if shard else None,
+        "overall": {
+            "questions": len(owned),
+            "answered": answered,
+            "failed": failed,
+            "pending": len(owned) - answered - failed,
+        },
+        "errors": errors,
+    }
+
+
+def _finish_merged(results_dir: Path, tasks: list[Task], answers: Answers, identity: dict) -> dict:
+    """Write the union into RESULTS_DIR: results files, summary.json, results.json and results.txt."""
+    for task in tasks:
+        write_task(results_dir, task, answers)
+    summary = _summary(tasks, answers, identity, None)
+    write_json_atomic(results_dir / SUMMARY_FILE, summary)
+    scored = [Task(t.name, results_dir / f"{t.name}.json", t.header, with_answers(t, answers)) for t in tasks]
+    write_reports(results_dir, report(scored, identity))
+    return summary
+
+
+def evaluate(
+    make_model: Callable[[], object],
+    identity: dict,
+    benchmark_dir: Path,
+    results_dir: Path,
+    limit: int | None = None,
+    prepend: bool = False,
+    batch_size: int = 1,
+    shard: Shard | None = None,
+    progress: bool = True,
+    max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+) -> dict:
+    """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
+    SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
+    settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer."""
+    check_folders(benchmark_dir, results_dir)
+    tasks = _prepare(benchmark_dir, limit)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    check_results_dir(results_dir, identity)
+    out = results_dir / SHARDS_DIR / shard.name if shard else results_dir
+    if shard:
+        out.mkdir(parents=True, exist_ok=True)
+        check_results_dir(out, identity)
+    known = known_answers(results_dir, tasks, identity)
+    mine = read_answers(out, tasks) if shard else known  # what this run's folder will hold
+    pending = [
+        (task, number)
+        for position, (task, number) in enumerate(_positions(tasks))
+        if (shard is None or shard.owns(position)) and not known.has(task.name, number)
+    ]
+    # Similar prompt lengths side by side: less padding in a batch (the tool-use context is ~9k characters).
+    pending.sort(key=lambda item: _length(*item, prepend))
+
+    for task in tasks:  # every file from the start, so that a report on a run in progress counts what is left
+        if not (out / f"{task.name}.json").is_file():
+            write_task(out, task, mine)
+
+    if pending:
+        model = make_model()
+        label = f"FaceXBench {identity.get('model')}" + (
+            f" shard {shard.index}/{shard.count}" if shard else ""
+        )
+        failures_in_a_row, failed = 0, 0
+        with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
+            for batch in batches(pending, batch_size, lambda item: _length(*item, prepend)):
+                messages = [vlmeval_message(task, number, benchmark_dir, prepend) for task, number in batch]
+                for (task, number), (prediction, error) in zip(
+                    batch, answer_batch(model, messages), strict=True
+                ):
+                    mine.record(task.name, number, prediction, error)
+                    failed += error is not None
+                    failures_in_a_row = failures_in_a_row + 1 if error is not None else 0
+                for task in {task.name: task for task, _ in batch}.values():
+                    write_task(out, task, mine)
+                bar.update(len(batch))
+                if failed:
+                    bar.set_postfix(failed=failed)
+                if max_consecutive_failures and failures_in_a_row >= max_consecutive_failures:
+                    last = mine.errors[batch[-1][0].name][batch[-1][1]]
+                    raise FaceLLMError(
+                        f"{failures_in_a_row} questions in a row failed, the last with {last}; stopped "
+                        f"(answers so far are saved in {out})"
+                    )
+
+    if shard is None:
+        return _finish_merged(results_dir, tasks, known, identity)
+    summary = _summary(tasks, mine, identity, shard)
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    merged = merge(benchmark_dir, results_dir, limit, required=False)
+    summary["merged"] = merged is not None
+    return summary
+
+
+def merge(
+    benchmark_dir: Path, results_dir: Path, limit: int | None = None, required: bool = True
+) -> dict | None:
+    """Write the union of the shard folders into RESULTS_DIR once every question of the benchmark (first
+    LIMIT per file) is answered or failed somewhere. Returns the merged summary; when something is still
+    pending, raises (REQUIRED) or returns None."""
+    check_folders(benchmark_dir, results_dir)
+    tasks = _prepare(benchmark_dir, limit)
+    identity = read_identity(results_dir)
+    if not identity:
+        raise FaceLLMError(f"{results_dir}: no {RUN_FILE}: not a results folder of vlmeval/evaluate.py")
+    folders = shard_folders(results_dir)
+    if required and not folders:
+        raise FaceLLMError(f"{results_dir}: no shard folders in {SHARDS_DIR}/ to merge")
+    known = known_answers(results_dir, tasks, identity)
+    waiting = [
+        (position, task.name, number)
+        for position, (task, number) in enumerate(_positions(tasks))
+        if not known.has(task.name, number) and number not in known.errors.get(task.name, {})
+    ]
+    if waiting:
+        if not required:
+            return None
+        counts = {folder.name.split("-of-")[-1] for folder in folders}
+        where = ""
+        if len(counts) == 1:  # one split: say which of its shards still have work
+            count = int(counts.pop())
+            shards = sorted({position % count for position, _, _ in waiting})
+            where = "; shards " + ", ".join(f"{index}/{count}" for index in shards)
+        raise FaceLLMError(
+            f"{results_dir}: {len(waiting)} questions not answered yet (first: {waiting[0][1]} question "
+            f"{waiting[0][2]}{where}); run them, then merge"
+        )
+    return _finish_merged(results_dir, tasks, known, identity)

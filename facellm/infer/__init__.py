@@ -1,0 +1,1 @@
+"""Stage 5, inference: the InternVL3-hf model wrapper, batch answering, face cropping."""

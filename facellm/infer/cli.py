@@ -1,0 +1,119 @@
+"""The command line of inference.py: one image, or a folder or list of them (batch mode), one model load.
+
+The model itself is `facellm.infer.model.FaceLLMModel`; batch answering is `facellm.infer.batch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from facellm.common.cli import FaceLLMError, is_text
+from facellm.common.images import TRAINING_MAX_PIXELS, load_image
+from facellm.common.options import add_answer_length, add_device_options, add_progress_option
+from facellm.infer.batch import list_items, open_answers, run_batch
+from facellm.infer.model import DEFAULT_MODEL, FaceLLMModel, Part
+
+
+def _loader(max_pixels: int | None, crop: bool):
+    """Path -> the image the model sees: decoded, upright, RGB, FairFace-cropped when asked, downscaled."""
+    from facellm.common.images import downscale
+
+    def load(path) -> Image.Image:
+        image = load_image(path)
+        if crop:
+            from facellm.infer.face_crop import crop_face
+
+            image, box = crop_face(image)
+            if box is None:
+                print(f"note: {path}: no face found, using the whole image", file=sys.stderr)
+        return downscale(image, max_pixels)
+
+    return load
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python inference.py",
+        description="Ask a FaceLLM (or any InternVL3-hf) model about a face image, or about every image of "
+        "a folder or list (batch mode: one JSONL line per image, resumable).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--path_image", "--path-image", help="one face image (JPEG, PNG, WebP, TIFF, ...)")
+    source.add_argument("--images", type=Path, help="batch mode: a folder of images, a .txt or a .jsonl list")
+    parser.add_argument("--prompt", default="Describe this face in detail.", help="question to ask")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="merged model folder (export.sh), LoRA adapter folder (train.sh output; loaded on its base "
+        "model), or hub id (default: %(default)s)",
+    )
+    parser.add_argument("--base", default=None, help="base model of an adapter (default: the one it names)")
+    add_answer_length(parser, 500)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    parser.add_argument(
+        "--system", default=None, help="system prompt (default: the intern_vl one used in training)"
+    )
+    add_device_options(parser)
+    parser.add_argument(
+        "--max-pixels", type=int, default=TRAINING_MAX_PIXELS,
+        help="larger images are first downscaled to this many pixels, as in training "
+        "(default: %(default)s; 0 keeps them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--crop-face", action="store_true",
+        help="crop the largest face with FairFace's margin (0.25) first; the whole image when none is found",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path, default=None, help="batch mode: answers JSONL (required)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch mode: images per forward pass")
+    add_progress_option(parser)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.temperature < 0:
+        parser.error("--temperature must be 0 or more")
+    if args.max_pixels < 0:
+        parser.error("--max-pixels must be 0 (keep) or more")
+    if not args.prompt.strip():
+        raise FaceLLMError("--prompt is empty")
+    if not is_text(args.prompt):
+        raise FaceLLMError("--prompt is not valid UTF-8 text")
+    load = _loader(args.max_pixels or None, args.crop_face)
+    options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+
+    if args.images is not None:
+        if args.output is None:
+            raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
+        items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
+        keep = ("model", "base", "system", "crop_face", "max_pixels")
+        settings = {name: getattr(args, name) for name in keep} | options
+        with open_answers(args.output, settings) as answers:  # so does a file that is not ours
+            done, failed, skipped = run_batch(
+                _model(args), items, answers, args.batch_size, load, settings, args.progress, **options
+            )
+        print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
+        if failed:
+            sys.exit(1)
+        return
+
+    image = load(args.path_image)  # fail on a bad image before spending time loading the model
+    model = _model(args)
+    parts = [Part("image", image), Part("text", args.prompt)]
+    if args.stream:
+        from transformers import TextStreamer
+
+        streamer = TextStreamer(model.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        model.generate_batch([parts], streamer=streamer, **options)
+    else:
+        print(model.generate(parts, **options))
+
+
+def _model(args) -> FaceLLMModel:
+    return FaceLLMModel(
+        args.model, device=args.device, dtype=args.dtype, system=args.system,
+        max_new_tokens=args.max_new_tokens, base=args.base, max_pixels=args.max_pixels or None,
+    )  # fmt: skip

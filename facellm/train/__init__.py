@@ -1,0 +1,1 @@
+"""Stages 3-4, training: LLaMA-Factory recipes, preflight, the train.sh launcher, export.sh."""

@@ -1,0 +1,256 @@
+"""The launcher behind train.sh: recipe + overrides -> checks -> resume -> `llamafactory-cli train`.
+
+Everything that can be checked without a GPU is checked first (argument names, DeepSpeed, the dataset), so a
+typo or a missing image costs seconds, not a queue slot. The exact arguments LLaMA-Factory runs with are
+saved as `facellm_resolved_config.yaml` in the output folder and are what it is started on; the loss curve
+(`training_loss.png`, LLaMA-Factory's own plot) is drawn there when training ends. When training fails, the
+last line says what failed and whether the same command can resume it (only when a checkpoint exists);
+stopped by SIGTERM or SIGINT, it exits 143 or 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.files import REPO
+from facellm.train.preflight import run_preflight
+from facellm.train.recipes import (
+    RESOLVED_CONFIG,
+    check_config,
+    checkpoints,
+    load_recipe,
+    parse_overrides,
+    write_resolved,
+)
+from facellm.train.report import LOSS_PLOT, training_summary
+
+# keys that may change between a run and its resumption without changing what is being trained
+RUN_LENGTH_KEYS = {"resume_from_checkpoint", "max_steps", "num_train_epochs", "save_steps", "logging_steps"}
+# signals passed on to the trainer; train.sh then exits 128 + the signal, as a shell reports a killed command
+FORWARDED = (signal.SIGTERM, signal.SIGINT)
+TAIL_BYTES = 64 * 1024  # how much of the trainer's stderr is kept to find the line that says what failed
+# the last line of a Python traceback: "ValueError: ...", "torch.OutOfMemoryError: ..."
+EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*)?")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _recipes_epilog() -> str:
+    recipes = sorted((REPO / "configs").glob("*.yaml"))
+    listed = "\n".join(f"  configs/{recipe.name}" for recipe in recipes)
+    return (
+        f"recipes:\n{listed}\n\n"
+        "One GPU: runs as is. All GPUs of a node: LLaMA-Factory starts torchrun when it sees more\n"
+        "than one GPU (FORCE_TORCHRUN=1 forces it; a recipe with `deepspeed:` always uses it).\n"
+        "Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT on every node and run\n"
+        "the same command (see configs/slurm/train_multinode.sbatch)."
+    )
+
+
+def _resume_point(config: dict, overrides: dict, fresh: bool) -> Path | None:
+    output_dir = Path(str(config["output_dir"]))
+    found = checkpoints(output_dir)
+    if "resume_from_checkpoint" in overrides:
+        return None  # the user named one (or null): LLaMA-Factory takes it as given
+    if fresh:
+        if found:
+            raise FaceLLMError(
+                f"{output_dir}: holds checkpoints of an earlier run ({found[-1].name}); --fresh would mix "
+                "them with the new run: choose another output_dir or move them away"
+            )
+        return None
+    return found[-1] if found else None
+
+
+def _changed_since(previous: Path, config: dict) -> list[str]:
+    try:
+        before = yaml.safe_load(previous.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    keys = (set(before) | set(config)) - RUN_LENGTH_KEYS
+    return sorted(key for key in keys if before.get(key) != config.get(key))
+
+
+def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
+    if not config.get("deepspeed"):
+        return
+    path = Path(str(config["deepspeed"]))
+    if not path.is_file():
+        raise FaceLLMError(f"{source}: deepspeed config {path} not found")
+    if not dry_run and importlib.util.find_spec("deepspeed") is None:
+        raise FaceLLMError(
+            f"{source}: uses DeepSpeed ({path}) but deepspeed is not installed: `uv pip install deepspeed` "
+            "on the GPU machine (it compiles against the local CUDA)"
+        )
+
+
+def _copy_stderr(source, tail: bytearray) -> None:
+    """Pass the trainer's stderr through as it comes (progress bars included), keeping its last TAIL_BYTES."""
+    sink = getattr(sys.stderr, "buffer", None)
+    while chunk := os.read(source.fileno(), 65536):
+        if sink is not None:
+            sys.stderr.flush()
+            sink.write(chunk)
+            sink.flush()
+        else:
+            print(chunk.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+        tail += chunk
+        del tail[:-TAIL_BYTES]
+
+
+def _what_failed(tail: bytes) -> str | None:
+    """The exception that ended the trainer, from the last lines of its stderr."""
+    lines = ANSI.sub("", tail.decode("utf-8", "replace")).replace("\r", "\n").splitlines()
+    for line in reversed(lines):
+        if EXCEPTION_LINE.fullmatch(line.strip()):
+            return line.strip()[:300]
+    return None
+
+
+def _launch(resolved: Path, env: dict) -> tuple[int, int | None, str | None]:
+    """Run LLaMA-Factory, passing SIGTERM and SIGINT on (a scheduler's stop must stop the trainer too) and
+    waiting for it to end. Returns its exit code, the signal that stopped it (None when none was received)
+    and the exception it failed with, if its stderr ends with one."""
+    cli = shutil.which("llamafactory-cli", path=env.get("PATH")) or str(
+        Path(sys.executable).parent / "llamafactory-cli"
+    )
+    running: list[subprocess.Popen] = []
+    received: list[int] = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        for process in running:
+            process.send_signal(signum)
+
+    # a signal ignored here (SIGINT in a background job of a script) stays ignored, as it is by the trainer
+    previous = {
+        signum: signal.signal(signum, forward)
+        for signum in FORWARDED
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
+    try:
+        process = subprocess.Popen([cli, "train", str(resolved)], env=env, stderr=subprocess.PIPE)
+        running.append(process)
+        if received:  # arrived while it was starting
+            process.send_signal(received[0])
+        tail = bytearray()
+        reader = threading.Thread(target=_copy_stderr, args=(process.stderr, tail), daemon=True)
+        reader.start()
+        code = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    # a process the trainer left behind may hold its stderr open: do not wait for it for long
+    reader.join(timeout=5)
+    if tail and not tail.endswith(b"\n"):  # a progress bar's line: what follows starts a line of its own
+        print(file=sys.stderr)
+    return code, (received[0] if received else None), _what_failed(bytes(tail))
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _stopped(output_dir: Path, code: int, received: int | None, failure: str | None) -> int:
+    """Say why training stopped and whether the same command can resume it; the exit code to leave with."""
+    found = checkpoints(output_dir)
+    resume = f"the same command resumes from {found[-1]}" if found else None
+    if received is not None:
+        print(
+            f"train: stopped by {_signal_name(received)}; "
+            + (resume or "no checkpoint was saved: the same command starts it again from the beginning"),
+            file=sys.stderr,
+        )
+        return 128 + received
+    if code < 0:  # killed by a signal that did not come through this launcher (e.g. the OOM killer)
+        failure, code = f"killed by {_signal_name(-code)}", 128 - code
+    what = failure or "see the messages above"
+    if resume:
+        message = f"training failed (exit {code}): {what}; {resume}"
+    else:
+        message = f"training failed (exit {code}) before any checkpoint was saved: {what}"
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="./train.sh",
+        description="LoRA SFT of InternVL3 with LLaMA-Factory from a recipe. key=value pairs override the "
+        "recipe (e.g. output_dir=saves/lora/run2 max_steps=100). Resumes from the newest complete "
+        "checkpoint in output_dir when there is one.",
+        epilog=_recipes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recipe", type=Path, help="a recipe in configs/")
+    parser.add_argument("overrides", nargs="*", help="key=value: LLaMA-Factory arguments over the recipe")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check and print the resolved config, no training"
+    )
+    parser.add_argument("--no-preflight", action="store_true", help="skip the dataset check")
+    parser.add_argument(
+        "--fresh", action="store_true", help="do not resume (output_dir must hold no checkpoint)"
+    )
+    args = parser.parse_intermixed_args(argv)
+
+    source = str(args.recipe)
+    overrides = parse_overrides(args.overrides)
+    recipe = load_recipe(args.recipe)
+    check_config(recipe, overrides, source)
+    config = {**recipe, **overrides}
+    if not config.get("output_dir"):
+        raise FaceLLMError(f"{source}: no output_dir")
+    _check_deepspeed(config, source, args.dry_run)
+    output_dir = Path(str(config["output_dir"]))
+
+    resume = _resume_point(config, overrides, args.fresh)
+    if resume is not None:
+        config["resume_from_checkpoint"] = str(resume)
+        print(f"train: resuming from {resume} (--fresh to refuse, or another output_dir)", file=sys.stderr)
+        changed = _changed_since(output_dir / RESOLVED_CONFIG, config)
+        if changed:
+            print(f"train: warning: changed since that run: {', '.join(changed)}", file=sys.stderr)
+
+    node_rank = os.environ.get("NODE_RANK", "0")
+    if not args.no_preflight:
+        run_preflight(config, source, None if args.dry_run else output_dir / "preflight.json")
+    if args.dry_run:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return
+    # the other nodes start from their own copy: the shared folder may lag behind node 0
+    resolved = output_dir / (
+        RESOLVED_CONFIG if node_rank == "0" else f"facellm_resolved_config.node{node_rank}.yaml"
+    )
+    write_resolved(config, resolved)
+
+    env = dict(os.environ)
+    if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:
+        env["FORCE_TORCHRUN"] = "1"
+    code, received, failure = _launch(resolved, env)
+    if code != 0 or received is not None:
+        sys.exit(_stopped(output_dir, code, received, failure))
+    if node_rank == "0":
+        summary = training_summary(output_dir)
+        plot = output_dir / LOSS_PLOT
+        print(
+            f"train: {summary['global_step']} steps, final loss {summary['final_loss']}; adapter {output_dir}"
+            + (f"; loss curve {plot}" if plot.is_file() else "")
+        )
+
+
+if __name__ == "__main__":
+    run_cli(main)

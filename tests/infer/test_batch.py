@@ -1,0 +1,188 @@
+"""Batch mode of inference.py: folders and lists in, one JSONL line per image out, resumable."""
+
+import json
+import shutil
+
+import pytest
+
+from facellm.common.cli import FaceLLMError
+from facellm.infer.batch import list_items
+from facellm.infer.model import FaceLLMModel, Part
+from tests.support import SAMPLE_FACES, assert_one_line_error, run_command
+
+FACES = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name in ("1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg"):
+        shutil.copy(FACES / name, images / name)
+    (images / "broken.jpg").write_bytes((FACES / "6.jpg").read_bytes()[:400])  # truncated
+    (images / "notes.txt").write_text("not listed: not an image suffix")
+    return images
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def batch_cli(tiny_model, source, out, *extra):
+    return run_command(
+        "python", "inference.py", "--model", str(tiny_model), "--images", str(source), "--output", str(out),
+        "--max-new-tokens", "8", "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, folder, tmp_path):
+    tiny_model = trained_tiny[1]
+    out = tmp_path / "answers.jsonl"
+    first = batch_cli(tiny_model, folder, out, "--batch-size", "4")
+    assert first.returncode == 1, first.stderr  # one image failed
+    assert "5 answered, 1 failed, 0 already" in first.stdout
+    rows = {row["image"]: row for row in lines(out)}
+    assert set(rows) == {"1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg", "broken.jpg"}
+    assert rows["broken.jpg"]["status"] == "failed" and "unreadable image" in rows["broken.jpg"]["error"]
+    good = [row for row in rows.values() if row["status"] == "done"]
+    assert all(row["answer"] and row["tokens"] > 0 and row["latency_s"] > 0 for row in good)
+    # the batched answers are the one-at-a-time greedy answers
+    model = FaceLLMModel(str(tiny_model), max_new_tokens=8)
+    assert rows["3.jpg"]["answer"] == model.generate(
+        [Part("image", FACES / "3.jpg"), Part("text", good[0]["prompt"])]
+    )
+
+    shutil.copy(FACES / "7.jpg", folder / "7.jpg")
+    again = batch_cli(tiny_model, folder, out)
+    assert "1 answered, 1 failed, 5 already" in again.stdout  # the new image, and broken.jpg asked again
+    assert len(lines(out)) == 8 and len({row["image"] for row in lines(out)}) == 7
+
+
+def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path):
+    listing = tmp_path / "list.jsonl"
+    shutil.copy(FACES / "1.jpg", tmp_path / "a.jpg")
+    listing.write_text('{"image": "a.jpg", "prompt": "How old is this person?"}\n{"image": "a.jpg"}\n')
+    result = batch_cli(tiny_model, listing, tmp_path / "out.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert [row["prompt"] for row in lines(tmp_path / "out.jsonl")] == [
+        "How old is this person?",
+        "Describe this face in detail.",
+    ]
+    text_list = tmp_path / "list.txt"
+    text_list.write_text("# faces\na.jpg\n")
+    assert [item.image for item in list_items(text_list, "q")] == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"image": "../outside.jpg"}\n', "escapes its root"),
+        ("not json\n", "list.jsonl:1: not a JSON line"),
+        ('{"prompt": "x"}\n', 'list.jsonl:1: expected {"image"'),
+    ],
+)
+def test_bad_list_lines_are_named(tmp_path, content, message):
+    listing = tmp_path / "list.jsonl"
+    listing.write_text(content)
+    with pytest.raises(FaceLLMError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        list_items(listing, "q")
+
+
+def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path):
+    result = run_command("python", "inference.py", "--model", str(tiny_model), "--images", str(FACES))
+    assert_one_line_error(result, "--images needs --output")
+    result = batch_cli(tiny_model, tmp_path / "nowhere", tmp_path / "o.jsonl")
+    assert_one_line_error(result, "nowhere", "no such folder or list file")
+
+
+def test_failed_images_are_asked_again_and_other_settings_are_refused(trained_tiny, folder, tmp_path):
+    merged = trained_tiny[1]
+    out = tmp_path / "answers.jsonl"
+    assert batch_cli(merged, folder, out).returncode == 1  # broken.jpg failed
+    shutil.copy(FACES / "6.jpg", folder / "broken.jpg")  # the user repairs it
+    again = batch_cli(merged, folder, out)
+    assert again.returncode == 0, again.stderr
+    assert "1 answered, 0 failed, 5 already" in again.stdout
+    final = {}
+    for row in lines(out):
+        final[row["image"]] = row
+    assert final["broken.jpg"]["status"] == "done"
+    other = batch_cli(merged, folder, out, "--temperature", "0.7")
+    assert_one_line_error(other, "answers.jsonl", "other settings", "temperature 0.0 -> 0.7")
+
+
+def test_lists_that_are_not_lists(tmp_path):
+    shutil.copy(FACES / "1.jpg", tmp_path / "a.jpg")
+    with pytest.raises(FaceLLMError, match="an image, not a folder or list"):
+        list_items(tmp_path / "a.jpg", "q")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9.jpg\n".encode("latin-1"))
+    with pytest.raises(FaceLLMError, match="not a UTF-8 text list"):
+        list_items(tmp_path / "latin1.txt", "q")
+    (tmp_path / "twice.txt").write_text("a.jpg\na.jpg\n")
+    assert len(list_items(tmp_path / "twice.txt", "q")) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FaceLLMError, match="no images to answer"):
+        list_items(tmp_path / "empty", "q")
+
+
+def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(tiny_model, tmp_path):
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "sub").mkdir()
+    listing = tmp_path / "list.jsonl"
+    rows = [
+        {"image": "1.jpg"},
+        {"image": "./1.jpg"},
+        {"image": "sub/../1.jpg"},
+        {"image": "1.jpg", "prompt": "bad \ud800 text"},  # a lone surrogate, from a JSON escape
+        {"image": "1.jpg", "prompt": "face " * 33000},  # beyond the tiny model's 32768 positions
+    ]
+    listing.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    result = batch_cli(tiny_model, listing, out)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "1 answered, 2 failed" in result.stdout, result.stdout
+    answers = {row["prompt"][:3]: row for row in lines(out)}
+    assert len(answers) == 3 and {row["image"] for row in answers.values()} == {"1.jpg"}
+    assert answers["Des"]["status"] == "done" and answers["Des"]["answer"] is not None
+    surrogate, too_long = answers["bad"], answers["fac"]
+    assert surrogate["prompt"] == "bad \ud800 text"
+    assert "list.jsonl:4: the prompt is not valid UTF-8" in surrogate["error"]
+    assert too_long["status"] == "failed" and "the model reads at most 32768" in too_long["error"]
+    again = batch_cli(tiny_model, listing, out)  # the surrogate line reads back as the same item
+    assert "0 answered, 2 failed, 1 already" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"important": "data"}', b"photos/1.jpg"], ids=["json-document", "one-line-list"]
+)
+def test_an_output_that_is_not_an_answers_file_is_refused_before_the_model_loads(tmp_path, content):
+    from facellm.infer.cli import main
+
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "list.txt").write_text("1.jpg\n")
+    out = tmp_path / "x.json"
+    out.write_bytes(content)
+    argv = [
+        "--model",
+        str(tmp_path / "no-model"),
+        "--images",
+        str(tmp_path / "list.txt"),
+        "--output",
+        str(out),
+    ]
+    with pytest.raises(FaceLLMError, match=r"x.json:1: not a ledger line"):
+        main(argv)
+    assert out.read_bytes() == content
+
+
+def test_prompts_that_are_not_text(tmp_path):
+    from facellm.infer.cli import main
+
+    listing = tmp_path / "list.jsonl"
+    listing.write_text('{"image": "a.jpg", "prompt": 5}\n')
+    with pytest.raises(FaceLLMError, match=r"list.jsonl:1: the prompt must be a text, not 5"):
+        list_items(listing, "q")
+    with pytest.raises(FaceLLMError, match="--prompt is not valid UTF-8"):  # command-line bytes, not UTF-8
+        main(
+            ["--path_image", str(FACES / "1.jpg"), "--prompt", b"caf\xe9".decode("utf-8", "surrogateescape")]
+        )

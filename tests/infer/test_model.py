@@ -1,0 +1,212 @@
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from facellm.common.cli import FaceLLMError
+from facellm.infer.model import FaceLLMModel, Part, load_image, training_system_prompt
+from tests.support import SAMPLE_FACES, assert_one_line_error, run_command
+
+FACE = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "1.jpg"
+FACE2 = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "2.jpg"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return FaceLLMModel(str(tiny_model), max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def tiling_model_dir(tiny_model, tmp_path_factory):
+    """The tiny model with tiling switched on in its image processor config (as some checkpoints ship)."""
+    folder = tmp_path_factory.mktemp("tiling") / "tiny-tiling"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["image_processor"].update(crop_to_patches=True, max_patches=4)
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["as built", "tiling on"])
+def test_inputs_match_llamafactory_training_encoding(variant, tiny_model, tiling_model_dir):
+    """The ids and pixels inference feeds the model are those LLaMA-Factory trained it on, tiled or not."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments, ModelArguments
+    from llamafactory.model import load_tokenizer
+
+    folder = tiny_model if variant == "as built" else tiling_model_dir
+    loaded = load_tokenizer(ModelArguments(model_name_or_path=str(folder), image_max_pixels=512 * 512))
+    tokenizer, processor = loaded["tokenizer"], loaded["processor"]
+    template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="intern_vl"))
+    image = load_image(FACE).resize((224, 112))  # not square: tiling gives 2 tiles + a thumbnail
+    question = "Describe this face in detail."
+    messages = [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": ""}]
+    messages = template.mm_plugin.process_messages(messages, [image], [], [], processor)
+    train_ids, _ = template.encode_oneturn(tokenizer, messages, None, None)
+    train_pixels = template.mm_plugin._get_mm_inputs([image], [], [], processor)["pixel_values"]
+
+    inputs = FaceLLMModel(str(folder)).encode([Part("image", image), Part("text", question)])
+    assert inputs["input_ids"][0].tolist() == list(train_ids)
+    assert inputs["pixel_values"].shape == train_pixels.shape
+    assert inputs["pixel_values"].shape[0] == (1 if variant == "as built" else 3)
+    assert (inputs["pixel_values"] - train_pixels).abs().max() < 1e-5
+
+
+def test_default_system_prompt_is_the_training_one(model):
+    from llamafactory.data.template import TEMPLATES
+
+    assert model.system == training_system_prompt() == TEMPLATES["intern_vl"].default_system
+    assert model.system
+
+
+def test_greedy_answer_is_deterministic(model):
+    first = model.answer(FACE, "Describe this face in detail.")
+    assert isinstance(first, str)
+    assert model.answer(str(FACE), "Describe this face in detail.") == first
+
+
+def test_interleaved_images_and_texts(model):
+    parts = [Part("text", "Compare"), Part("image", FACE), Part("text", "with"), Part("image", FACE2)]
+    assert isinstance(model.generate(parts), str)
+
+
+def test_unsupported_part_is_refused(model):
+    with pytest.raises(ValueError, match="unsupported"):
+        model.generate([Part("video", "clip.mp4")])
+
+
+def test_image_loading_errors(tmp_path):
+    with pytest.raises(FaceLLMError, match="image not found"):
+        load_image(tmp_path / "none.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(FaceLLMError, match="not an image"):
+        load_image(tmp_path / "text.jpg")
+
+
+def test_image_loading_converts_to_rgb(tmp_path):
+    Image.new("RGBA", (30, 20), (1, 2, 3, 4)).save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    assert image.mode == "RGB" and image.size == (30, 20)
+
+
+def test_cli_prints_the_same_answer_as_the_library(model, tiny_model):
+    result = run_command(
+        "python",
+        "inference.py",
+        "--model",
+        str(tiny_model),
+        "--path_image",
+        str(FACE),
+        "--prompt",
+        "How old is this person?",
+        "--max-new-tokens",
+        "6",
+    )
+    assert result.returncode == 0, result.stderr
+    expected = model.generate(
+        [Part("image", FACE), Part("text", "How old is this person?")], max_new_tokens=6
+    )
+    assert result.stdout.strip() == expected
+
+
+def test_cli_bad_flags():
+    result = run_command("python", "inference.py", "--path_image", str(FACE), "--max-new-tokens", "0")
+    assert result.returncode == 2 and "--max-new-tokens: must be positive" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_device_is_a_clear_error(tiny_model):
+    with pytest.raises(FaceLLMError, match="'bogus' is not a torch device"):
+        FaceLLMModel(str(tiny_model), device="bogus")
+
+
+def test_cli_bad_inputs(tmp_path):
+    result = run_command(
+        "python", "inference.py", "--model", str(tmp_path), "--path_image", str(tmp_path / "x.jpg")
+    )
+    assert_one_line_error(result, "x.jpg", "image not found")
+    result = run_command("python", "inference.py", "--model", str(tmp_path), "--path_image", str(FACE))
+    assert_one_line_error(result, str(tmp_path), "neither a model", "nor a LoRA adapter")
+    result = run_command("python", "inference.py", "--path_image", str(FACE), "--prompt", "  ")
+    assert_one_line_error(result, "--prompt is empty")
+
+
+def test_adapter_folder_answers_as_its_merged_export(trained_tiny, model):
+    adapter, merged = trained_tiny
+    question = "Describe this face in detail."
+    via_adapter = FaceLLMModel(str(adapter), max_new_tokens=12).answer(FACE, question)
+    assert via_adapter == FaceLLMModel(str(merged), max_new_tokens=12).answer(FACE, question)
+    assert via_adapter != model.answer(FACE, question, max_new_tokens=12)  # the adapter changed the model
+
+
+def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path):
+    adapter, _ = trained_tiny
+    wrong = tmp_path / "wrong-adapter"
+    shutil.copytree(adapter, wrong)
+    config = json.loads((wrong / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "no-such-base")
+    (wrong / "adapter_config.json").write_text(json.dumps(config))
+    result = run_command("python", "inference.py", "--model", str(wrong), "--path_image", str(FACE))
+    assert_one_line_error(result, "no-such-base", "cannot load model")
+
+
+def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(trained_tiny, model):
+    import torch
+
+    faces = sorted((SAMPLE_FACES / "fairface-img-margin025-trainval" / "val").glob("*.jpg"))[:4]
+    prompts = [
+        "Describe this face in detail.",
+        "What can you tell about the apparent age, gender and ethnicity?",
+    ]
+    turns = [[Part("image", face), Part("text", prompts[i % 2])] for i, face in enumerate(faces)]
+    for engine in (model, FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8)):
+        batched = engine.generate_batch(turns)
+        assert [answer for answer, _ in batched] == [engine.generate(turn) for turn in turns]
+        assert all(0 < tokens <= 8 for _, tokens in batched)
+        # rows of different lengths, left-padded: each row's next-token logits are those it has alone
+        with torch.inference_mode():
+            together = engine.model(**engine.encode(turns)).logits[:, -1]
+            alone = torch.cat([engine.model(**engine.encode(turn)).logits[:, -1] for turn in turns])
+        assert engine.encode(turns)["attention_mask"].min() == 0  # padding really happened
+        assert torch.allclose(together, alone, atol=1e-4), (together - alone).abs().max()
+
+
+def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny):
+    import torch
+
+    model, tiny_model = FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8), trained_tiny[1]
+    torch.manual_seed(1)
+    first = model.answer(FACE, "Describe this face in detail.", temperature=1.5)
+    torch.manual_seed(1)
+    assert model.answer(FACE, "Describe this face in detail.", temperature=1.5) == first
+    greedy = model.answer(FACE, "Describe this face in detail.")
+    sampled = set()
+    for seed in range(2, 6):
+        torch.manual_seed(seed)
+        sampled.add(model.answer(FACE, "Describe this face in detail.", temperature=1.5))
+    assert sampled - {greedy}  # the temperature really samples
+    result = run_command(
+        "python", "inference.py", "--model", str(tiny_model), "--path_image", str(FACE), "--stream",
+        "--max-new-tokens", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == model.answer(FACE, "Describe this face in detail.")
+    assert result.stdout.strip()  # a trained model says something
+
+
+def test_crop_face_without_a_face_says_so_and_answers(trained_tiny):
+    result = run_command(
+        "python", "inference.py", "--model", str(trained_tiny[1]), "--path_image", str(FACE), "--crop-face",
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no face found, using the whole image" in result.stderr and result.stdout.strip()
+
+
+def test_a_prompt_beyond_the_context_is_refused_and_the_answer_fits_in_it(model):
+    limit = model.context_length
+    assert limit == 32768  # InternVL3's
+    with pytest.raises(FaceLLMError, match=rf"the prompt is \d+ tokens .* reads at most {limit}"):
+        model.answer(FACE, "face " * (limit + 10))
+    assert model._room(limit - 10) == 10  # a prompt that fits: the answer gets the positions left

@@ -1,0 +1,42 @@
+"""What the tests share besides fixtures: the repository's paths and running commands as a user would."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_FACES = REPO / "assets" / "fairface-sample"
+SHARED_FACEXBENCH = REPO.parent / "shared" / "facexbench" / "benchmark"
+
+
+def tiny_train_command(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> tuple[str, ...]:
+    """train.sh on the tiny model and the labels dataset of the sample faces: 128 steps, a checkpoint every
+    32 (the settings of `trained_tiny`, so that its run is the reference of the resume test)."""
+    return (
+        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
+        f"dataset_dir={data_dir}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
+        f"output_dir={output_dir}", "num_train_epochs=2", "save_steps=32", *extra,
+    )  # fmt: skip
+
+
+def command_env() -> dict:
+    """The environment of a user's shell with this environment's tools on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_command(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a top-level command the way a user would, with this environment's tools on PATH."""
+    return subprocess.run(
+        args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -1,0 +1,121 @@
+"""export.sh: the merge is verified against base+adapter, a damaged merge fails, a model card is written."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier
+from tests.support import assert_one_line_error, run_command
+
+
+def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
+    adapter, merged = trained_tiny
+    verification = json.loads((merged / "verification.json").read_text())
+    assert verification["passed"] and verification["max_abs_diff"] < 1e-4
+    assert verification["adapter_effect"] > 10 * verification["max_abs_diff"]  # the probe sees the adapter
+    card = (merged / "README.md").read_text()
+    assert f"base_model: {tiny_model}" in card
+    assert "| steps | 128 |" in card and "| lora_rank | `16` |" in card
+    final = json.loads((adapter / "trainer_state.json").read_text())["log_history"][-2]["loss"]
+    assert f"| final training loss | {final:.4f} |" in card
+
+
+def _verifier(adapter, tiny_model):
+    return Verifier(str(tiny_model), adapter, "intern_vl", "float32", "cpu", PROBE_IMAGE, PROBE_PROMPT)
+
+
+def test_damaged_merges_fail_verification(trained_tiny, tiny_model, tmp_path):
+    adapter, merged = trained_tiny
+    verifier = _verifier(adapter, tiny_model)
+    assert verifier.check(merged)["passed"]
+    # the base without the adapter, as if the merge had been skipped
+    assert not verifier.check(tiny_model)["passed"]
+    # one language-model weight off by 2%
+    damaged = tmp_path / "damaged"
+    shutil.copytree(merged, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    name = next(n for n in weights if "language_model" in n and "mlp.down_proj.weight" in n)
+    weights[name] = weights[name] * 1.02 + 0.02 * torch.randn_like(weights[name])
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    result = verifier.check(damaged)
+    assert not result["passed"] and result["max_abs_diff"] > result["tolerance"]
+
+
+def test_verify_only_fails_loudly_on_a_damaged_merge(trained_tiny, tiny_model, tmp_path):
+    adapter, _ = trained_tiny
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_model, damaged)  # the base itself: no adapter in it
+    result = run_command(
+        "bash", "export.sh", "--adapter", str(adapter), "--out", str(damaged), "--verify-only"
+    )
+    assert result.returncode == 1
+    assert "MERGE VERIFICATION FAILED" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((damaged / "verification.json").read_text())["passed"] is False
+
+
+def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_tiny, tmp_path):
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    adapter, merged = trained_tiny
+    other = tmp_path / "other-base"
+    config = AutoConfig.from_pretrained(merged)
+    config.text_config.hidden_size = 48
+    config.text_config.intermediate_size = 96
+    AutoModelForImageTextToText.from_config(config).save_pretrained(other)
+    AutoProcessor.from_pretrained(merged).save_pretrained(other)
+    out = tmp_path / "out"
+    result = run_command(
+        "bash", "export.sh", "--adapter", str(adapter), "--base", str(other), "--out", str(out)
+    )
+    assert_one_line_error(result, str(adapter), "does not fit the base model")
+    assert not out.exists()
+
+
+def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_only_when_asked(
+    trained_tiny, tiny_model, tmp_path
+):
+    from facellm.common.cli import FaceLLMError
+    from facellm.train.export import main
+
+    adapter, merged = trained_tiny
+    base_files = {p.name: p.stat().st_mtime_ns for p in tiny_model.iterdir()}
+    for out in (tiny_model, tiny_model / "merged", adapter, adapter.parent):
+        with pytest.raises(FaceLLMError, match=r"--out overlaps --(base|adapter)"):
+            main(["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(out)])
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_model.iterdir()} == base_files
+    earlier = tmp_path / "earlier"
+    shutil.copytree(merged, earlier)
+    with pytest.raises(FaceLLMError, match="holds an earlier export; pass --replace"):
+        main(["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier), "--no-verify"])
+    (earlier / "stale.txt").write_text("from the old export")
+    result = run_command(
+        "bash", "export.sh", "--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier),
+        "--dtype", "float32", "--no-verify", "--replace",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    left = {p.name for p in earlier.iterdir()}
+    assert "config.json" in left and not left & {"README.md", "verification.json", "stale.txt"}, left
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty", "cut short", "pickled"])
+def test_an_adapter_folder_with_damaged_weights_is_named(trained_tiny, tmp_path, damage):
+    from facellm.common.cli import FaceLLMError
+    from facellm.train.export import main
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_tiny[0], adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    weights = adapter / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    if damage == "pickled":
+        weights.rename(adapter / "adapter_model.bin")
+    elif damage == "deleted":
+        weights.unlink()
+    else:
+        weights.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    message = "damaged adapter weights" if damage in ("empty", "cut short") else "without its weights"
+    with pytest.raises(FaceLLMError, match=message):
+        main(["--adapter", str(adapter), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
