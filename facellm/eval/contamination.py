@@ -35,16 +35,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from facellm.common.cli import FaceLLMError, run_cli
-from facellm.common.files import read_json, write_json_atomic
+from facellm.common.datasets import Record, open_datasets, registration
+from facellm.common.files import write_json_atomic
 from facellm.common.images import images_under, load_image
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.common.options import add_progress_option
-from facellm.data.fairface import resolve_inside
+from facellm.common.sharegpt import dataset_info_entry
 from facellm.eval.facexbench import image_files, load_benchmark
 
 HASH_BITS = 256
 PHASH_THRESHOLD = 24
 DHASH_THRESHOLD = 28
+FORMATS = {"sharegpt": "ShareGPT", "alpaca": "Alpaca", "openai": "OpenAI"}
 METHOD = (
     "pHash (16x16 lowest DCT frequencies of the 64x64 grey image) and dHash (17x16 grey image), 256 bits "
     "each; a benchmark image overlaps a training image when both Hamming distances are within the thresholds"
@@ -92,26 +94,42 @@ def _hash_or_error(path: str) -> tuple[str, str | None, str | None, str | None]:
 
 
 def training_images(source: Path, media_dir: Path | None = None) -> list[Path]:
-    """The training images: every image file under a folder, or the images of a ShareGPT dataset.json
-    (relative to MEDIA_DIR, by default the dataset's folder, as LLaMA-Factory's media_dir defaults to it)."""
-    if source.is_dir():
+    """The training images: every image file under a folder, or the images of a dataset read as
+    LLaMA-Factory reads it (facellm.common.datasets). A dataset file or folder is read by its entry in a
+    dataset_info.json of its folder or one above it, else as a FaceLLM ShareGPT file. Image paths are relative
+    to MEDIA_DIR, by default the registry's folder (the file's folder), as LLaMA-Factory's media_dir defaults
+    to the dataset_dir. Every record's images are counted, also those of a record training would skip."""
+    registered = registration(source) if source.exists() else None
+    if source.is_dir() and registered is None:
         return images_under(source)
-    if not source.is_file():
+    if not source.exists():
         raise FaceLLMError(f"{source}: no such folder or dataset file")
-    records = read_json(source)
-    if not isinstance(records, list):
-        raise FaceLLMError(f"{source}: not a ShareGPT dataset (expected a list of records)")
-    root = media_dir or source.parent
-    found = {}
-    for number, record in enumerate(records, 1):
-        images = record.get("images", []) if isinstance(record, dict) else None
-        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-            raise FaceLLMError(f"{source}: record {number}: 'images' must be a list of paths")
-        for relative in images:
-            found.setdefault(relative, resolve_inside(root, relative, f"{source} record {number}"))
+    dataset_dir, name = registered or (source.parent, source.name)
+    registry = None if registered else {name: dataset_info_entry(source.name)}
+    root = str(media_dir or dataset_dir)
+    found: dict[str, Path] = {}
+    for dataset in open_datasets(dataset_dir, [name], root, registry):
+        for record in dataset.records():
+            _add_images(record, source, root, dataset.attr.formatting, found)
     if not found:
         raise FaceLLMError(f"{source}: no images in this dataset")
     return sorted(found.values())
+
+
+def _add_images(record: Record, source: Path, root: str, formatting: str, found: dict[str, Path]) -> None:
+    """Add the images of RECORD to FOUND, by the path training opens (one that is missing: under ROOT)."""
+    kind = FORMATS.get(formatting, formatting)
+    for media in record.images:
+        if media.escapes:
+            raise FaceLLMError(f"{source} record {record.index}: path {media.written!r} escapes {root}")
+    if record.failure:
+        raise FaceLLMError(
+            f"{source}: not a {kind} dataset LLaMA-Factory can read (record {record.index}: {record.failure})"
+        )
+    for media in record.images:
+        if isinstance(media.path, str):
+            path = media.path if os.path.exists(media.path) else os.path.join(root, media.path)
+            found.setdefault(media.path, Path(os.path.abspath(path)))
 
 
 class HashCache:
@@ -336,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmark-dir", type=Path, required=True, help="FaceXBench benchmark folder")
     parser.add_argument(
         "--train", type=Path, required=True,
-        help="training images: a folder (searched recursively) or a ShareGPT dataset.json",
+        help="training images: a folder (searched recursively), or a dataset file or folder, read as "
+        "LLaMA-Factory reads it (by its entry in a dataset_info.json beside or above it, else as ShareGPT)",
     )  # fmt: skip
     parser.add_argument(
         "--media-dir", type=Path, default=None,

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from facellm.common.cli import FaceLLMError, first_line, run_cli
+from facellm.common.datasets import open_datasets
 from facellm.common.files import REPO, read_json, write_json_atomic, write_text_atomic
 from facellm.common.options import add_options, from_args, option, positive
 from facellm.train.recipes import RESOLVED_CONFIG, model_size, template_system_prompt
@@ -167,12 +167,15 @@ class Verifier:
 
 
 def _dataset_size(config: dict) -> int | None:
+    """Records in the recipe's datasets, read as LLaMA-Factory reads them; None when that fails or none is
+    local."""
     try:
-        dataset_dir = Path(str(config["dataset_dir"]))
-        entry = read_json(dataset_dir / "dataset_info.json")[str(config["dataset"]).split(",")[0].strip()]
-        return len(json.loads((dataset_dir / entry["file_name"]).read_text(encoding="utf-8")))
-    except (KeyError, OSError, TypeError, ValueError):
+        dataset_dir = str(config.get("dataset_dir", "data"))
+        found = open_datasets(dataset_dir, str(config["dataset"]), config.get("media_dir") or dataset_dir)
+    except (FaceLLMError, KeyError, OSError):
         return None
+    local = [len(dataset) for dataset in found if dataset.local]
+    return sum(local) if local else None
 
 
 def model_card(name: str, base: str, adapter: Path, config: dict, verification: dict) -> str:

@@ -2,27 +2,31 @@
 
 LLaMA-Factory finds a missing image, an unbalanced `<image>` tag or a broken conversation only while it
 tokenises (after the model is loaded) or, worse, never: a conversation that does not alternate is dropped
-with a warning and a long sample is silently truncated. Here every record is checked up front:
+with a warning and a long sample is silently truncated. Here every record is read as LLaMA-Factory reads it
+(facellm.common.datasets: its registry parser, loader arguments and format converters, so every format,
+column and tag name it accepts is accepted here) and checked up front:
 
-  * every image exists, decodes, and its path stays inside `media_dir`;
+  * every image exists, decodes, and a relative path does not lead out of `media_dir` (an absolute path is
+    taken as it is, as LLaMA-Factory takes it);
   * one `<image>` tag per image of the record;
-  * roles alternate human / assistant (an optional system turn first) and end with the assistant;
-  * no turn is empty;
+  * LLaMA-Factory would not skip the record: its converter takes the roles (user or observation, then
+    assistant or function call, an optional system turn first) and it ends with an answer;
+  * no turn is empty, and LLaMA-Factory's converter does not fail on the record;
   * the length in tokens against `cutoff_len` (estimated: the chat template's text through the model's own
     tokenizer, plus each image's tokens as the intern_vl template expands them); a record whose text is too
     long to fit whatever it holds is listed as over-long without being tokenised (memory stays bounded);
-  * a data file holds at least one record.
+  * a dataset holds at least one record.
 
     python -m facellm.train.preflight RECIPE [key=value ...]
 
-Each problem is listed with its record index (0-based, in file order) and the run stops before any model is
-loaded. `train.sh` runs the same check first.
+Each problem is listed with its record index (0-based, in the order LLaMA-Factory loads the rows) and the run
+stops before any model is loaded. `train.sh` runs the same check first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,24 +37,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from facellm.common.cli import FaceLLMError, first_line, run_cli
+from facellm.common.datasets import Record, open_datasets
 from facellm.common.files import write_json_atomic
-from facellm.common.sharegpt import IMAGE_TAG, read_registry
-from facellm.data.fairface import resolve_inside
+from facellm.common.sharegpt import IMAGE_TAG
 from facellm.train.recipes import check_config, load_recipe, parse_overrides, template_system_prompt
 
 SHOWN_PER_KIND = 10
 # texts are tokenised in batches of at most this many records and characters, so that memory stays bounded
 BATCH_RECORDS = 1024
 BATCH_CHARS = 1 << 20
-# LLaMA-Factory's defaults for sharegpt columns and tags, used where dataset_info.json does not say
-DEFAULT_COLUMNS = {"messages": "conversations", "images": "images", "system": None}
-DEFAULT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-}
 
 
 @dataclass
@@ -130,67 +125,6 @@ class Report:
         return "\n".join(lines)
 
 
-def _dataset_entries(config: dict, source: str) -> list[tuple[str, Path, dict]]:
-    """(name, data file, registry entry) for each dataset the recipe trains on."""
-    dataset_dir = Path(str(config.get("dataset_dir", "data")))
-    names = [n.strip() for n in str(config.get("dataset") or "").split(",") if n.strip()]
-    if not names:
-        raise FaceLLMError(f"{source}: no 'dataset' to train on")
-    info_path = dataset_dir / "dataset_info.json"
-    if not info_path.is_file():
-        raise FaceLLMError(f"{info_path}: dataset registry not found (dataset_dir: {dataset_dir})")
-    registry = read_registry(info_path)
-    entries = []
-    for name in names:
-        entry = registry.get(name)
-        if not isinstance(entry, dict):
-            raise FaceLLMError(f"{info_path}: no dataset named {name!r} (known: {', '.join(registry)})")
-        if "file_name" not in entry:
-            entries.append((name, None, entry))  # a hub or script dataset: checked by LLaMA-Factory
-            continue
-        path = dataset_dir / entry["file_name"]
-        if not path.is_file():
-            raise FaceLLMError(f"{path}: data file of dataset {name!r} not found")
-        entries.append((name, path, entry))
-    return entries
-
-
-def _read_records(path: Path) -> list:
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        records = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FaceLLMError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(records, list):
-        raise FaceLLMError(f"{path}: expected a JSON list of records")
-    return records
-
-
-def _conversation_problems(turns, tags: dict) -> list[tuple[str, str]]:
-    if not isinstance(turns, list) or not turns:
-        return [("conversation", "no conversation")]
-    problems = []
-    role, content = tags["role_tag"], tags["content_tag"]
-    if isinstance(turns[0], dict) and turns[0].get(role) == tags["system_tag"]:
-        turns = turns[1:]
-    expected = (tags["user_tag"], tags["assistant_tag"])
-    for number, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            problems.append(("conversation", f"turn {number} is not an object"))
-            continue
-        want = expected[number % 2]
-        if turn.get(role) != want:
-            problems.append(("roles", f"turn {number} is from {turn.get(role)!r}, expected {want!r}"))
-        value = turn.get(content)
-        if not isinstance(value, str) or not value.replace(IMAGE_TAG, "").strip():
-            problems.append(("empty turn", f"turn {number} ({turn.get(role)}) is empty"))
-    if turns and len(turns) % 2:
-        problems.append(("roles", "the conversation does not end with an assistant turn"))
-    return problems
-
-
 def _decode(path: Path) -> str | None:
     """None when the image decodes, else why not."""
     if not path.is_file():
@@ -204,13 +138,14 @@ def _decode(path: Path) -> str | None:
     return None
 
 
-def _text_of(turns: list, tags: dict, system: str) -> str:
-    """The training text as the intern_vl template lays it out (ChatML), images left out."""
-    parts = [f"<|im_start|>system\n{system}<|im_end|>\n"] if system else []
-    for turn in turns:
-        speaker = "assistant" if turn.get(tags["role_tag"]) == tags["assistant_tag"] else "user"
-        value = str(turn.get(tags["content_tag"], "")).replace(IMAGE_TAG, "")
-        parts.append(f"<|im_start|>{speaker}\n{value}<|im_end|>\n")
+def _text_of(converted: dict, system: str) -> str:
+    """The training text of a converted record as the intern_vl template lays it out (ChatML), images left
+    out: the record's own system prompt (or SYSTEM) and tools, then the turns."""
+    head = (converted.get("_system") or system) + str(converted.get("_tools") or "")
+    parts = [f"<|im_start|>system\n{head}<|im_end|>\n"] if head else []
+    for turn in [*converted["_prompt"], *converted["_response"]]:
+        speaker = "assistant" if turn["role"] in ("assistant", "function") else "user"
+        parts.append(f"<|im_start|>{speaker}\n{turn['content'].replace(IMAGE_TAG, '')}<|im_end|>\n")
     return "".join(parts)
 
 
@@ -254,81 +189,105 @@ def _length_counter(config: dict, report: Report):
     return count, per_image, max_chars
 
 
-def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -> Report:
-    report = Report(cutoff_len=int(config["cutoff_len"]) if config.get("cutoff_len") else None)
-    media_dir = Path(str(config.get("media_dir") or config.get("dataset_dir", "data")))
-    count_tokens, per_image, max_chars = (
-        _length_counter(config, report) if report.cutoff_len else (None, 0, 0)
-    )
-    system = config.get("default_system") or template_system_prompt(str(config.get("template", "intern_vl")))
-    image_users: dict[Path, list[tuple[str, int, str]]] = {}
-    texts, image_counts = [], []
-    for name, path, entry in _dataset_entries(config, source):
-        if path is None:
-            report.notes.append(f"dataset {name!r} is not a local file: not checked")
-            continue
-        columns = {**DEFAULT_COLUMNS, **entry.get("columns", {})}
-        tags = {**DEFAULT_TAGS, **entry.get("tags", {})}
-        records = _read_records(path)
-        if not records:
-            raise FaceLLMError(f"{path}: dataset {name!r} holds no records: nothing to train on")
-        for index, record in enumerate(records):
-            report.records += 1
-            found = []
-            if not isinstance(record, dict):
-                report.problems.append(Problem(name, index, "conversation", "not an object"))
-                continue
-            turns = record.get(columns["messages"])
-            found += _conversation_problems(turns, tags)
-            images = (record.get(columns["images"]) or []) if columns["images"] else []
-            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-                found.append(("images", "'images' is not a list of paths"))
-                images = []
-            if isinstance(turns, list):
-                tags_seen = sum(
-                    str(t.get(tags["content_tag"], "")).count(IMAGE_TAG) for t in turns if isinstance(t, dict)
-                )
-                if tags_seen != len(images):
-                    found.append(("image tags", f"{tags_seen} {IMAGE_TAG} tag(s) for {len(images)} image(s)"))
-            for relative in images:
-                try:
-                    resolved = resolve_inside(media_dir, relative, f"{path}")
-                except FaceLLMError:
-                    found.append(("image path", f"image {relative!r} escapes media_dir {media_dir}"))
-                    continue
-                image_users.setdefault(resolved, []).append((name, index, relative))
-            report.problems += [Problem(name, index, kind, detail) for kind, detail in found]
-            if count_tokens and isinstance(turns, list) and not found:
-                text = _text_of([t for t in turns if isinstance(t, dict)], tags, system)
-                if len(text) > max_chars:
-                    report.overlong.append((name, index, len(text)))
-                else:
-                    texts.append(text)
-                    image_counts.append(len(images))
-    report.images = len(image_users)
+def _record_problems(record: Record, media_dir: str) -> list[tuple[str, str]]:
+    """(kind, detail) of what is wrong with RECORD before its images are opened."""
+    if record.failure:
+        return [
+            ("conversation", f"LLaMA-Factory's converter fails on it ({record.failure}): training would stop")
+        ]
+    if record.skipped:
+        return [("roles", f"LLaMA-Factory would skip it: {record.skipped}")]
+    found = []
+    for number, turn in enumerate(record.messages):
+        content = turn.get("content")
+        if not isinstance(content, str):
+            found.append(("conversation", f"turn {number} ({turn['role']}) is not text: {content!r}"))
+        elif not content.replace(IMAGE_TAG, "").strip():
+            found.append(("empty turn", f"turn {number} ({turn['role']}) is empty"))
+    if record.image_tags != len(record.images):
+        found.append(
+            ("image tags", f"{record.image_tags} {IMAGE_TAG} tag(s) for {len(record.images)} image(s)")
+        )
+    for media in record.images:
+        if media.escapes:
+            found.append(("image path", f"image {media.written!r} escapes media_dir {media_dir}"))
+        elif media.path is None and not isinstance(media.written, (bytes, dict, Image.Image)):
+            found.append(("images", f"image {media.written!r} is neither a path nor an image"))
+    return found
 
+
+def _scan(found: list, media_dir: str, report: Report, image_users: dict, image_counts: list, texts_of):
+    """Check every record, collecting its problems in REPORT and its images in IMAGE_USERS; yield the text
+    of each sound record when TEXTS_OF (system prompt, most characters worth tokenising) is given, and its
+    number of images in IMAGE_COUNTS. A record too long to fit whatever it holds is listed as over-long."""
+    for dataset in found:
+        if not dataset.local:
+            report.notes.append(f"dataset {dataset.name!r} is not a local file: not checked")
+            continue
+        for record in dataset.records():
+            report.records += 1
+            problems = _record_problems(record, media_dir)
+            report.problems += [
+                Problem(dataset.name, record.index, kind, detail) for kind, detail in problems
+            ]
+            if record.failure or record.skipped:
+                continue
+            for media in record.images:
+                if media.path is not None and not media.escapes:
+                    image_users.setdefault(media.path, []).append((dataset.name, record.index, media.written))
+            if texts_of is None or problems:
+                continue
+            system, max_chars = texts_of
+            text = _text_of(record.converted, system)
+            if len(text) > max_chars:
+                report.overlong.append((dataset.name, record.index, len(text)))
+            else:
+                image_counts.append(len(record.images))
+                yield text
+
+
+def _check_images(image_users: dict, media_dir: str, report: Report, progress: bool) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        outcomes = pool.map(_decode, image_users)
+        outcomes = pool.map(_decode, map(Path, image_users))
         bar = tqdm(
             outcomes, total=len(image_users), desc="preflight: images", unit="image", disable=not progress
         )
         for image, failure in zip(image_users, bar, strict=True):
             if failure:
-                for name, index, relative in image_users[image]:
+                for name, index, written in image_users[image]:
                     kind = "missing image" if failure == "not found" else "bad image"
-                    detail = f"image {relative} {failure} under media_dir {media_dir}"
-                    report.problems.append(Problem(name, index, kind, detail))
-    report.problems.sort(key=lambda p: (p.dataset, p.index))
+                    where = "" if os.path.isabs(written) else f" under media_dir {media_dir}"
+                    report.problems.append(Problem(name, index, kind, f"image {written} {failure}{where}"))
 
-    if count_tokens and texts:
-        counts = []
-        for batch in tqdm(_batches(texts), desc="preflight: tokens", unit="batch", disable=not progress):
-            counts += count_tokens(batch)
+
+def check_dataset(config: dict, source: str = "recipe", progress: bool = True) -> Report:
+    """Every record of the recipe's datasets, read as LLaMA-Factory reads them (facellm.common.datasets)."""
+    report = Report(cutoff_len=int(config["cutoff_len"]) if config.get("cutoff_len") else None)
+    if not str(config.get("dataset") or "").strip():
+        raise FaceLLMError(f"{source}: no 'dataset' to train on")
+    dataset_dir = str(config.get("dataset_dir", "data"))
+    media_dir = str(config.get("media_dir") or dataset_dir)
+    found = open_datasets(dataset_dir, str(config["dataset"]), media_dir)
+    count_tokens, per_image, max_chars = (
+        _length_counter(config, report) if report.cutoff_len else (None, 0, 0)
+    )
+    system = config.get("default_system") or template_system_prompt(str(config.get("template", "intern_vl")))
+    image_users: dict[str, list[tuple[str, int, object]]] = {}
+    image_counts, counts = [], []
+    texts_of = (system, max_chars) if count_tokens else None
+    texts = _scan(found, media_dir, report, image_users, image_counts, texts_of)
+    bar = tqdm(_batches(texts), desc="preflight: records", unit="batch", disable=not progress)
+    for batch in bar:  # the texts are tokenised as the records are read: a batch at a time in memory
+        counts += count_tokens(batch)
+    report.images = len(image_users)
+    _check_images(image_users, media_dir, report, progress)
+    report.problems.sort(key=lambda p: (p.dataset, p.index))
+    if count_tokens:
         report.lengths = [n + per_image * k for n, k in zip(counts, image_counts, strict=True)]
     return report
 
 
-def _batches(texts: list[str]):
+def _batches(texts):
     """TEXTS in order, in batches of at most BATCH_RECORDS texts and BATCH_CHARS characters (or one text)."""
     batch, size = [], 0
     for text in texts:

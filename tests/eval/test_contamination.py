@@ -129,6 +129,52 @@ def test_training_images_from_a_sharegpt_dataset(tmp_path):
         training_images(tmp_path / "bad.json")
 
 
+def _dataset(kind: str, data: Path, media: Path) -> Path:
+    """A dataset of KIND that LLaMA-Factory trains on, with images val/1.jpg and val/2.jpg: what to pass."""
+    chat = [{"from": "human", "value": "<image>\nAge?"}, {"from": "assistant", "value": "Thirty."}]
+    columns = {"messages": "chat", "images": "pictures"}
+    entry = {"file_name": "d.json", "formatting": "sharegpt", "columns": columns}
+    files = {"d.json": [{"chat": chat, "pictures": [f"val/{n}.jpg"]} for n in (1, 2)]}
+    if kind == "single string image":  # an unregistered file: read as FaceLLM's ShareGPT
+        entry, files = None, {"d.json": [{"conversations": chat, "images": f"val/{n}.jpg"} for n in (1, 2)]}
+    elif kind == "absolute image path":
+        absolute = [{"conversations": chat, "images": [str(media / "val" / f"{n}.jpg")]} for n in (1, 2)]
+        entry, files = None, {"d.json": absolute}
+    elif kind == "folder of json files":
+        entry["file_name"] = "parts"
+        files = {f"parts/{n}.json": [row] for n, row in enumerate(files["d.json"])}
+    elif kind == "csv":
+        entry = {"file_name": "d.csv", "columns": {"prompt": "q", "response": "a", "images": "images"}}
+        files = {}
+        (data / "d.csv").write_text("q,a,images\n<image>Age?,30,val/1.jpg\nAge?<image>,30,val/2.jpg\n")
+    else:
+        assert kind == "custom column and tag names"
+        entry["tags"] = {"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                         "assistant_tag": "assistant"}  # fmt: skip
+    for name, rows in files.items():
+        (data / name).parent.mkdir(exist_ok=True)
+        (data / name).write_text(json.dumps(rows))
+    if entry:
+        (data / "dataset_info.json").write_text(json.dumps({"faces": entry}))
+    return data / (entry["file_name"] if entry else "d.json")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "single string image",
+        "absolute image path",
+        "folder of json files",
+        "csv",
+        "custom column and tag names",
+    ],
+)
+def test_training_images_of_any_dataset_llamafactory_reads(kind, tmp_path):
+    media = SAMPLE_FACES / "fairface-img-margin025-trainval"
+    source = _dataset(kind, tmp_path, media)
+    assert training_images(source, media) == [media / "val" / "1.jpg", media / "val" / "2.jpg"]
+
+
 def test_unreadable_training_images_are_counted_not_fatal(bench, tmp_path):
     train = tmp_path / "train"
     train.mkdir()

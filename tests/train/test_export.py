@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier
+from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, _dataset_size
 from tests.support import assert_one_line_error, run_command
 
 
@@ -119,3 +119,15 @@ def test_an_adapter_folder_with_damaged_weights_is_named(trained_tiny, tmp_path,
     with pytest.raises(FaceLLMError, match=message):
         main(["--adapter", str(adapter), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_model_card_counts_the_records_of_every_dataset_as_llamafactory_reads_them(tmp_path):
+    chat = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.jsonl").write_text(json.dumps(chat) + "\n" + json.dumps(chat) + "\n")
+    (tmp_path / "parts" / "b.jsonl").write_text(json.dumps(chat) + "\n")
+    (tmp_path / "q.csv").write_text("instruction,output\nHi,Hello\nHow are you?,Well\n")
+    registry = {"chats": {"file_name": "parts", "formatting": "sharegpt"}, "qa": {"file_name": "q.csv"}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(registry))
+    assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "chats, qa"}) == 5
+    assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "other"}) is None

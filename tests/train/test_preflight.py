@@ -129,3 +129,78 @@ def test_a_record_far_beyond_cutoff_len_is_listed_without_being_tokenised(datase
     assert re.search(r"faces record 1: over-long: 1,000,\d{3} characters of text, far beyond cutoff_len 512",
                      report.text())  # fmt: skip
     assert "1 of 3 samples would be truncated" in report.text()
+
+
+def _tool_chat(tags=("human", "function_call", "observation", "gpt"), keys=("from", "value")):
+    texts = ["<image>\nWho is it?", '{"name": "face_id", "arguments": {}}', '{"id": 7}', "Person 7."]
+    return [{keys[0]: tag, keys[1]: text} for tag, text in zip(tags, texts, strict=True)]
+
+
+def _accepted(kind: str, data: Path) -> tuple[dict, int]:
+    """A dataset of KIND that LLaMA-Factory trains on as it is, written into DATA: (its entry, records).
+    An entry with "columns" or "tags" sets the ones it leaves out to none, so these entries name them all."""
+    columns = {"messages": "conversations", "images": "images"}
+    sharegpt = {"file_name": "d.json", "formatting": "sharegpt", "columns": columns}
+    alpaca = {"prompt": "instruction", "query": "input", "response": "output", "images": "images"}
+    if kind == "single string image":
+        (data / "d.json").write_text(json.dumps([{**sample(), "images": "val/1.jpg"}]))
+        return dataset_info_entry("d.json"), 1
+    if kind == "absolute image path":
+        (data / "d.json").write_text(json.dumps([sample(images=[str(IMAGES / "val" / "2.jpg")])]))
+        return dataset_info_entry("d.json"), 1
+    if kind == "observation and function_call turns":
+        (data / "d.json").write_text(json.dumps([{"conversations": _tool_chat(), "images": ["val/1.jpg"]}]))
+        return sharegpt, 1
+    if kind == "folder of json files":
+        (data / "parts").mkdir()
+        (data / "parts" / "a.json").write_text(json.dumps([sample(), sample(images=["val/2.jpg"])]))
+        (data / "parts" / "b.json").write_text(json.dumps([sample(images=["val/3.jpg"])]))
+        return dataset_info_entry("parts"), 3
+    if kind == "csv":
+        (data / "d.csv").write_text("instruction,input,output,images\n<image>How old?,,Thirty.,val/4.jpg\n")
+        return {"file_name": "d.csv", "columns": alpaca}, 1
+    if kind == "parquet":
+        pytest.importorskip("pandas").DataFrame([sample(images=["val/5.jpg"])]).to_parquet(data / "d.parquet")
+        return dataset_info_entry("d.parquet"), 1
+    if kind == "alpaca with images":
+        row = {"instruction": "<image>\nDescribe.", "input": "", "output": "A face.", "images": ["val/6.jpg"]}
+        (data / "d.json").write_text(json.dumps([row, {**row, "images": ["val/7.jpg"]}]))
+        return {"file_name": "d.json", "columns": alpaca}, 2
+    assert kind == "custom column and tag names"
+    turns = [
+        {"role": "sys", "content": "Be brief."},
+        *_tool_chat(("user", "call", "tool", "bot"), ("role", "content")),
+    ]
+    (data / "d.jsonl").write_text(json.dumps({"chat": turns, "pictures": ["val/8.jpg"]}) + "\n")
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "bot",
+            "observation_tag": "tool", "function_tag": "call", "system_tag": "sys"}  # fmt: skip
+    columns = {"messages": "chat", "images": "pictures"}
+    return {"file_name": "d.jsonl", "formatting": "sharegpt", "columns": columns, "tags": tags}, 1
+
+
+ACCEPTED = [
+    "single string image", "absolute image path", "observation and function_call turns",
+    "folder of json files", "csv", "parquet", "alpaca with images", "custom column and tag names",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ACCEPTED)
+def test_what_llamafactory_accepts_passes_and_is_counted(kind, tmp_path, tiny_model):
+    data = tmp_path / "data"
+    data.mkdir()
+    entry, records = _accepted(kind, data)
+    (data / "dataset_info.json").write_text(json.dumps({"faces": entry}))
+    config = {"dataset_dir": str(data), "dataset": "faces", "media_dir": str(IMAGES), "cutoff_len": 512}
+    report = check_dataset({**config, "model_name_or_path": str(tiny_model)}, progress=False)
+    assert report.problems == [] and report.records == records
+    assert report.images == records  # one image each, all different
+    assert len(report.lengths) == records and report.truncated == 0 and min(report.lengths) > 0
+
+
+def test_an_entry_llamafactory_cannot_convert_is_a_problem(dataset):
+    # "columns" without "messages": LLaMA-Factory sets it to none and its converter fails on every record
+    entry = {**dataset_info_entry("dataset.json"), "columns": {"images": "images"}}
+    (Path(dataset["dataset_dir"]) / "dataset_info.json").write_text(json.dumps({"faces": entry}))
+    report = check_dataset({**dataset, "cutoff_len": None}, progress=False)
+    assert {p.kind for p in report.problems} == {"conversation"} and len(report.problems) == len(PLANTED)
+    assert "faces record 0: LLaMA-Factory's converter fails on it (KeyError: None" in report.text()
