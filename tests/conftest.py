@@ -1,10 +1,11 @@
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support import SAMPLE_FACES, run_command, tiny_train_command
+from tests.support import run_command
 
 # Nothing in the suite may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,18 +27,22 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
-    """(LoRA adapter, its merged export): the tiny model trained for 128 steps on the labels dataset of the
-    sample faces (in `adapter.parent / "data"`), so that its answers differ from image to image."""
-    from facellm.data.generate import Config, generate
-
-    work = tmp_path_factory.mktemp("trained")
-    generate(Config(SAMPLE_FACES, work / "data", backend="labels", progress=False))
-    train = run_command(*tiny_train_command(tiny_model, work / "data", work / "lora"))
-    assert train.returncode == 0, train.stderr[-3000:]
-    export = run_command(
-        "bash", "export.sh", "--base", str(tiny_model), "--adapter", str(work / "lora"),
-        "--out", str(work / "merged"), "--dtype", "float32",
+def demo(tiny_model, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """(its output, its folder): `make demo`'s pipeline, run once per session on the session's tiny model.
+    Every stage runs for real; the tests that need a trained, exported or evaluated model use its outputs."""
+    workdir = tmp_path_factory.mktemp("demo") / "demo"
+    result = run_command(
+        "python", "-m", "facellm.testing.demo", "--workdir", str(workdir), "--tiny-model", str(tiny_model),
+        timeout=900,
     )  # fmt: skip
-    assert export.returncode == 0, export.stderr[-3000:]
-    return work / "lora", work / "merged"
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, workdir
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(demo) -> tuple[Path, Path]:
+    """(LoRA adapter, its merged float32 export) of the demo: the tiny recipe trained on the labels dataset
+    of the sample faces (in `adapter.parent / "fairfacegpt"`), so that its answers differ from image to
+    image. `tiny_train_command` repeats exactly that training run."""
+    workdir = demo[1]
+    return workdir / "lora", workdir / "export" / "FaceLLM-tiny"

@@ -11,12 +11,13 @@ SHARED_FACEXBENCH = REPO.parent / "shared" / "facexbench" / "benchmark"
 
 
 def tiny_train_command(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> tuple[str, ...]:
-    """train.sh on the tiny model and the labels dataset of the sample faces: 128 steps, a checkpoint every
-    32 (the settings of `trained_tiny`, so that its run is the reference of the resume test)."""
+    """train.sh on the tiny model and the labels dataset of the sample faces with the tiny recipe as it is:
+    the demo's training run (192 steps, a checkpoint every 64), so that it is the reference of the resume
+    test."""
     return (
         "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",
         f"dataset_dir={data_dir}", f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}",
-        f"output_dir={output_dir}", "num_train_epochs=2", "save_steps=32", *extra,
+        f"output_dir={output_dir}", *extra,
     )  # fmt: skip
 
 
@@ -40,3 +41,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+def run_main(main, argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """MAIN(ARGV) in this process, as its entry point runs it (one-line errors, exit codes), with what it
+    printed: the tests of a command's behaviour, without paying its imports in a new interpreter each time."""
+    from facellm.common.cli import run_cli
+
+    capsys.readouterr()
+    try:
+        run_cli(lambda: main(argv))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)

@@ -30,7 +30,7 @@ unsharded run gives.
 """
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python vlmeval/evaluate.py",
         description=DESCRIPTION,
@@ -80,7 +80,7 @@ def main() -> None:
         "(default: %(default)s; 0 never stops)",
     )  # fmt: skip
     add_progress_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     if args.batch_size < 1:

@@ -23,7 +23,7 @@ from facellm.eval.results import Shard
 from facellm.eval.runner import evaluate
 from facellm.testing.noisy_model import noisy_copy
 from facellm.testing.sample_benchmark import build, with_placeholder_images
-from tests.support import REPO, SAMPLE_FACES, SHARED_FACEXBENCH, assert_one_line_error, run_command
+from tests.support import REPO, SAMPLE_FACES, SHARED_FACEXBENCH, assert_one_line_error, run_command, run_main
 
 TASKS = ("sample_single_mcq_age", "sample_single_mcq_gender", "sample_multiple_mcq_race")
 
@@ -255,8 +255,10 @@ def test_sharded_run_merges_to_the_unsharded_results(facellm, noisy, bench, tmp_
     assert whole["overall"]["answered"] == 12
 
 
-def evaluate_cli(*args, cwd=REPO):
-    return run_command("python", str(REPO / "vlmeval" / "evaluate.py"), "--no-progress", *args, cwd=cwd)
+def evaluate_cli(*args, capsys):
+    """vlmeval/evaluate.py run in this process (its subprocess runs: the resume test below and the demo)."""
+    script = import_file(REPO / "vlmeval" / "evaluate.py", "facellm_vlmeval_evaluate_script")
+    return run_main(script.main, ["--no-progress", *args], capsys)
 
 
 def answered(results: Path) -> int:
@@ -290,7 +292,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(facellm, noisy, be
     process.wait()
     assert 0 < answered(results) < 48, "the kill should land while questions are left"
 
-    resumed = evaluate_cli("--max-new-tokens", "8", *args, cwd=tmp_path)
+    resumed = run_command(
+        "python", str(REPO / "vlmeval" / "evaluate.py"), "--no-progress", "--max-new-tokens", "8", *args,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "accuracy" in resumed.stdout
     evaluate(lambda: facellm, identity(noisy), big, tmp_path / "whole", progress=False)
@@ -303,36 +308,38 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(facellm, noisy, be
     assert killed["answers"] == whole["answers"] and killed["files"] == whole["files"]
 
 
-def test_evaluate_cli_unknown_model(tmp_path):
-    result = evaluate_cli("--model", "NoSuchModel", "--benchmark-dir", str(tmp_path))
+def test_evaluate_cli_unknown_model(tmp_path, capsys):
+    result = evaluate_cli("--model", "NoSuchModel", "--benchmark-dir", str(tmp_path), capsys=capsys)
     assert_one_line_error(result, "unknown model 'NoSuchModel'")
 
 
-def test_evaluate_cli_empty_benchmark_folder(tmp_path):
-    result = evaluate_cli("--benchmark-dir", str(tmp_path))
+def test_evaluate_cli_empty_benchmark_folder(tmp_path, capsys):
+    result = evaluate_cli("--benchmark-dir", str(tmp_path), capsys=capsys)
     assert_one_line_error(result, str(tmp_path), "no FaceXBench question files")
 
 
-def test_evaluate_cli_malformed_question(bench, tmp_path):
+def test_evaluate_cli_malformed_question(bench, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(bench, broken)
     data = json.loads((broken / "sample_single_mcq_age.json").read_text())
     del data["questions"]["3"]["correct_answer_option"]
     (broken / "sample_single_mcq_age.json").write_text(json.dumps(data))
-    result = evaluate_cli("--benchmark-dir", str(broken), "--results-dir", str(tmp_path / "r"))
+    result = evaluate_cli("--benchmark-dir", str(broken), "--results-dir", str(tmp_path / "r"), capsys=capsys)
     assert_one_line_error(result, "sample_single_mcq_age.json: question 3 lacks correct_answer_option")
     assert not (tmp_path / "r").exists()
 
 
-def test_evaluate_cli_missing_image_and_results_of_another_model(bench, tmp_path):
+def test_evaluate_cli_missing_image_and_results_of_another_model(bench, tmp_path, capsys):
     results = tmp_path / "r"
     results.mkdir()
     (results / "run.json").write_text(json.dumps({"model": "FaceLLM-8B", "model_path": "x"}))
-    result = evaluate_cli("--benchmark-dir", str(bench), "--results-dir", str(results))
+    result = evaluate_cli("--benchmark-dir", str(bench), "--results-dir", str(results), capsys=capsys)
     assert_one_line_error(result, str(results), "holds results of", "FaceLLM-8B")
     (bench / "images" / "sample_single_mcq_age" / "question_2.png").rename(tmp_path / "away.png")
     try:
-        result = evaluate_cli("--benchmark-dir", str(bench), "--results-dir", str(tmp_path / "r2"))
+        result = evaluate_cli(
+            "--benchmark-dir", str(bench), "--results-dir", str(tmp_path / "r2"), capsys=capsys
+        )
         assert_one_line_error(
             result, "question 2: image images/sample_single_mcq_age/question_2.png not found"
         )

@@ -7,8 +7,9 @@ import pytest
 
 from facellm.common.cli import FaceLLMError
 from facellm.infer.batch import list_items
+from facellm.infer.cli import main
 from facellm.infer.model import FaceLLMModel, Part
-from tests.support import SAMPLE_FACES, assert_one_line_error, run_command
+from tests.support import SAMPLE_FACES, assert_one_line_error, run_main
 
 FACES = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val"
 
@@ -28,17 +29,19 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def batch_cli(tiny_model, source, out, *extra):
-    return run_command(
-        "python", "inference.py", "--model", str(tiny_model), "--images", str(source), "--output", str(out),
-        "--max-new-tokens", "8", "--no-progress", *extra,
-    )  # fmt: skip
+def batch_cli(tiny_model, source, out, *extra, capsys):
+    """inference.py in batch mode, run in this process (its subprocess smoke test is in test_model.py)."""
+    argv = [
+        "--model", str(tiny_model), "--images", str(source), "--output", str(out), "--max-new-tokens", "8",
+        "--no-progress", *extra,
+    ]  # fmt: skip
+    return run_main(main, argv, capsys)
 
 
-def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, folder, tmp_path):
+def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, folder, tmp_path, capsys):
     tiny_model = trained_tiny[1]
     out = tmp_path / "answers.jsonl"
-    first = batch_cli(tiny_model, folder, out, "--batch-size", "4")
+    first = batch_cli(tiny_model, folder, out, "--batch-size", "4", capsys=capsys)
     assert first.returncode == 1, first.stderr  # one image failed
     assert "5 answered, 1 failed, 0 already" in first.stdout
     rows = {row["image"]: row for row in lines(out)}
@@ -53,16 +56,16 @@ def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, 
     )
 
     shutil.copy(FACES / "7.jpg", folder / "7.jpg")
-    again = batch_cli(tiny_model, folder, out)
+    again = batch_cli(tiny_model, folder, out, capsys=capsys)
     assert "1 answered, 1 failed, 5 already" in again.stdout  # the new image, and broken.jpg asked again
     assert len(lines(out)) == 8 and len({row["image"] for row in lines(out)}) == 7
 
 
-def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path):
+def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path, capsys):
     listing = tmp_path / "list.jsonl"
     shutil.copy(FACES / "1.jpg", tmp_path / "a.jpg")
     listing.write_text('{"image": "a.jpg", "prompt": "How old is this person?"}\n{"image": "a.jpg"}\n')
-    result = batch_cli(tiny_model, listing, tmp_path / "out.jsonl")
+    result = batch_cli(tiny_model, listing, tmp_path / "out.jsonl", capsys=capsys)
     assert result.returncode == 0, result.stderr
     assert [row["prompt"] for row in lines(tmp_path / "out.jsonl")] == [
         "How old is this person?",
@@ -88,26 +91,26 @@ def test_bad_list_lines_are_named(tmp_path, content, message):
         list_items(listing, "q")
 
 
-def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path):
-    result = run_command("python", "inference.py", "--model", str(tiny_model), "--images", str(FACES))
+def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path, capsys):
+    result = run_main(main, ["--model", str(tiny_model), "--images", str(FACES)], capsys)
     assert_one_line_error(result, "--images needs --output")
-    result = batch_cli(tiny_model, tmp_path / "nowhere", tmp_path / "o.jsonl")
+    result = batch_cli(tiny_model, tmp_path / "nowhere", tmp_path / "o.jsonl", capsys=capsys)
     assert_one_line_error(result, "nowhere", "no such folder or list file")
 
 
-def test_failed_images_are_asked_again_and_other_settings_are_refused(trained_tiny, folder, tmp_path):
+def test_failed_images_are_asked_again_and_other_settings_are_refused(trained_tiny, folder, tmp_path, capsys):
     merged = trained_tiny[1]
     out = tmp_path / "answers.jsonl"
-    assert batch_cli(merged, folder, out).returncode == 1  # broken.jpg failed
+    assert batch_cli(merged, folder, out, capsys=capsys).returncode == 1  # broken.jpg failed
     shutil.copy(FACES / "6.jpg", folder / "broken.jpg")  # the user repairs it
-    again = batch_cli(merged, folder, out)
+    again = batch_cli(merged, folder, out, capsys=capsys)
     assert again.returncode == 0, again.stderr
     assert "1 answered, 0 failed, 5 already" in again.stdout
     final = {}
     for row in lines(out):
         final[row["image"]] = row
     assert final["broken.jpg"]["status"] == "done"
-    other = batch_cli(merged, folder, out, "--temperature", "0.7")
+    other = batch_cli(merged, folder, out, "--temperature", "0.7", capsys=capsys)
     assert_one_line_error(other, "answers.jsonl", "other settings", "temperature 0.0 -> 0.7")
 
 
@@ -125,7 +128,7 @@ def test_lists_that_are_not_lists(tmp_path):
         list_items(tmp_path / "empty", "q")
 
 
-def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(tiny_model, tmp_path):
+def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(tiny_model, tmp_path, capsys):
     shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
     (tmp_path / "sub").mkdir()
     listing = tmp_path / "list.jsonl"
@@ -138,7 +141,7 @@ def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(
     ]
     listing.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out.jsonl"
-    result = batch_cli(tiny_model, listing, out)
+    result = batch_cli(tiny_model, listing, out, capsys=capsys)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "1 answered, 2 failed" in result.stdout, result.stdout
     answers = {row["prompt"][:3]: row for row in lines(out)}
@@ -148,7 +151,7 @@ def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(
     assert surrogate["prompt"] == "bad \ud800 text"
     assert "list.jsonl:4: the prompt is not valid UTF-8" in surrogate["error"]
     assert too_long["status"] == "failed" and "the model reads at most 32768" in too_long["error"]
-    again = batch_cli(tiny_model, listing, out)  # the surrogate line reads back as the same item
+    again = batch_cli(tiny_model, listing, out, capsys=capsys)  # the surrogate line reads back as itself
     assert "0 answered, 2 failed, 1 already" in again.stdout, again.stderr
 
 
@@ -156,8 +159,6 @@ def test_hostile_lines_fail_alone_and_one_file_written_three_ways_is_asked_once(
     "content", [b'{"important": "data"}', b"photos/1.jpg"], ids=["json-document", "one-line-list"]
 )
 def test_an_output_that_is_not_an_answers_file_is_refused_before_the_model_loads(tmp_path, content):
-    from facellm.infer.cli import main
-
     shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
     (tmp_path / "list.txt").write_text("1.jpg\n")
     out = tmp_path / "x.json"
@@ -176,8 +177,6 @@ def test_an_output_that_is_not_an_answers_file_is_refused_before_the_model_loads
 
 
 def test_prompts_that_are_not_text(tmp_path):
-    from facellm.infer.cli import main
-
     listing = tmp_path / "list.jsonl"
     listing.write_text('{"image": "a.jpg", "prompt": 5}\n')
     with pytest.raises(FaceLLMError, match=r"list.jsonl:1: the prompt must be a text, not 5"):

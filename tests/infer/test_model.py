@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from facellm.common.cli import FaceLLMError
+from facellm.infer.cli import main
 from facellm.infer.model import FaceLLMModel, Part, load_image, training_system_prompt
-from tests.support import SAMPLE_FACES, assert_one_line_error, run_command
+from tests.support import SAMPLE_FACES, assert_one_line_error, run_command, run_main
 
 FACE = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "1.jpg"
 FACE2 = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "2.jpg"
@@ -110,8 +111,8 @@ def test_cli_prints_the_same_answer_as_the_library(model, tiny_model):
     assert result.stdout.strip() == expected
 
 
-def test_cli_bad_flags():
-    result = run_command("python", "inference.py", "--path_image", str(FACE), "--max-new-tokens", "0")
+def test_cli_bad_flags(capsys):
+    result = run_main(main, ["--path_image", str(FACE), "--max-new-tokens", "0"], capsys)
     assert result.returncode == 2 and "--max-new-tokens: must be positive" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -121,14 +122,12 @@ def test_unknown_device_is_a_clear_error(tiny_model):
         FaceLLMModel(str(tiny_model), device="bogus")
 
 
-def test_cli_bad_inputs(tmp_path):
-    result = run_command(
-        "python", "inference.py", "--model", str(tmp_path), "--path_image", str(tmp_path / "x.jpg")
-    )
+def test_cli_bad_inputs(tmp_path, capsys):
+    result = run_main(main, ["--model", str(tmp_path), "--path_image", str(tmp_path / "x.jpg")], capsys)
     assert_one_line_error(result, "x.jpg", "image not found")
-    result = run_command("python", "inference.py", "--model", str(tmp_path), "--path_image", str(FACE))
+    result = run_main(main, ["--model", str(tmp_path), "--path_image", str(FACE)], capsys)
     assert_one_line_error(result, str(tmp_path), "neither a model", "nor a LoRA adapter")
-    result = run_command("python", "inference.py", "--path_image", str(FACE), "--prompt", "  ")
+    result = run_main(main, ["--path_image", str(FACE), "--prompt", "  "], capsys)
     assert_one_line_error(result, "--prompt is empty")
 
 
@@ -140,14 +139,14 @@ def test_adapter_folder_answers_as_its_merged_export(trained_tiny, model):
     assert via_adapter != model.answer(FACE, question, max_new_tokens=12)  # the adapter changed the model
 
 
-def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path):
+def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path, capsys):
     adapter, _ = trained_tiny
     wrong = tmp_path / "wrong-adapter"
     shutil.copytree(adapter, wrong)
     config = json.loads((wrong / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(tmp_path / "no-such-base")
     (wrong / "adapter_config.json").write_text(json.dumps(config))
-    result = run_command("python", "inference.py", "--model", str(wrong), "--path_image", str(FACE))
+    result = run_main(main, ["--model", str(wrong), "--path_image", str(FACE)], capsys)
     assert_one_line_error(result, "no-such-base", "cannot load model")
 
 
@@ -172,7 +171,7 @@ def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(trained_t
         assert torch.allclose(together, alone, atol=1e-4), (together - alone).abs().max()
 
 
-def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny):
+def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny, capsys):
     import torch
 
     model, tiny_model = FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8), trained_tiny[1]
@@ -186,20 +185,24 @@ def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny)
         torch.manual_seed(seed)
         sampled.add(model.answer(FACE, "Describe this face in detail.", temperature=1.5))
     assert sampled - {greedy}  # the temperature really samples
-    result = run_command(
-        "python", "inference.py", "--model", str(tiny_model), "--path_image", str(FACE), "--stream",
-        "--max-new-tokens", "8",
-    )  # fmt: skip
+    argv = ["--model", str(tiny_model), "--path_image", str(FACE), "--stream", "--max-new-tokens", "8"]
+    result = run_main(main, argv, capsys)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == model.answer(FACE, "Describe this face in detail.")
     assert result.stdout.strip()  # a trained model says something
 
 
-def test_crop_face_without_a_face_says_so_and_answers(trained_tiny):
-    result = run_command(
-        "python", "inference.py", "--model", str(trained_tiny[1]), "--path_image", str(FACE), "--crop-face",
-        "--max-new-tokens", "4",
-    )  # fmt: skip
+def test_crop_face_without_a_face_says_so_and_answers(trained_tiny, capsys):
+    argv = [
+        "--model",
+        str(trained_tiny[1]),
+        "--path_image",
+        str(FACE),
+        "--crop-face",
+        "--max-new-tokens",
+        "4",
+    ]
+    result = run_main(main, argv, capsys)
     assert result.returncode == 0, result.stderr
     assert "no face found, using the whole image" in result.stderr and result.stdout.strip()
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, _dataset_size
-from tests.support import assert_one_line_error, run_command
+from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, _dataset_size, main
+from tests.support import assert_one_line_error, run_command, run_main
 
 
 def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
@@ -18,7 +18,7 @@ def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
     assert verification["adapter_effect"] > 10 * verification["max_abs_diff"]  # the probe sees the adapter
     card = (merged / "README.md").read_text()
     assert f"base_model: {tiny_model}" in card
-    assert "| steps | 128 |" in card and "| lora_rank | `16` |" in card
+    assert "| steps | 192 |" in card and "| lora_rank | `16` |" in card
     final = json.loads((adapter / "trainer_state.json").read_text())["log_history"][-2]["loss"]
     assert f"| final training loss | {final:.4f} |" in card
 
@@ -44,19 +44,17 @@ def test_damaged_merges_fail_verification(trained_tiny, tiny_model, tmp_path):
     assert not result["passed"] and result["max_abs_diff"] > result["tolerance"]
 
 
-def test_verify_only_fails_loudly_on_a_damaged_merge(trained_tiny, tiny_model, tmp_path):
+def test_verify_only_fails_loudly_on_a_damaged_merge(trained_tiny, tiny_model, tmp_path, capsys):
     adapter, _ = trained_tiny
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_model, damaged)  # the base itself: no adapter in it
-    result = run_command(
-        "bash", "export.sh", "--adapter", str(adapter), "--out", str(damaged), "--verify-only"
-    )
+    result = run_main(main, ["--adapter", str(adapter), "--out", str(damaged), "--verify-only"], capsys)
     assert result.returncode == 1
     assert "MERGE VERIFICATION FAILED" in result.stderr and "Traceback" not in result.stderr
     assert json.loads((damaged / "verification.json").read_text())["passed"] is False
 
 
-def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_tiny, tmp_path):
+def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_tiny, tmp_path, capsys):
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     adapter, merged = trained_tiny
@@ -67,9 +65,7 @@ def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_ti
     AutoModelForImageTextToText.from_config(config).save_pretrained(other)
     AutoProcessor.from_pretrained(merged).save_pretrained(other)
     out = tmp_path / "out"
-    result = run_command(
-        "bash", "export.sh", "--adapter", str(adapter), "--base", str(other), "--out", str(out)
-    )
+    result = run_main(main, ["--adapter", str(adapter), "--base", str(other), "--out", str(out)], capsys)
     assert_one_line_error(result, str(adapter), "does not fit the base model")
     assert not out.exists()
 
@@ -78,7 +74,6 @@ def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_o
     trained_tiny, tiny_model, tmp_path
 ):
     from facellm.common.cli import FaceLLMError
-    from facellm.train.export import main
 
     adapter, merged = trained_tiny
     base_files = {p.name: p.stat().st_mtime_ns for p in tiny_model.iterdir()}
@@ -103,7 +98,6 @@ def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_o
 @pytest.mark.parametrize("damage", ["deleted", "empty", "cut short", "pickled"])
 def test_an_adapter_folder_with_damaged_weights_is_named(trained_tiny, tmp_path, damage):
     from facellm.common.cli import FaceLLMError
-    from facellm.train.export import main
 
     adapter = tmp_path / "adapter"
     shutil.copytree(trained_tiny[0], adapter, ignore=shutil.ignore_patterns("checkpoint-*"))

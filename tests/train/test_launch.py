@@ -63,9 +63,9 @@ def test_a_short_run_on_four_samples_cuts_the_loss_by_three_quarters(trained_tin
     adapter, _ = trained_tiny
     data = tmp_path / "data"
     data.mkdir()
-    records = json.loads((adapter.parent / "data" / "dataset.json").read_text())[:4]
+    records = json.loads((adapter.parent / "fairfacegpt" / "dataset.json").read_text())[:4]
     (data / "dataset.json").write_text(json.dumps(records))
-    shutil.copy(adapter.parent / "data" / "dataset_info.json", data)
+    shutil.copy(adapter.parent / "fairfacegpt" / "dataset_info.json", data)
     out = tmp_path / "lora"
     result = run_command(
         *tiny_train_command(tiny_model, data, out, "max_steps=40", "learning_rate=1e-2"),
@@ -80,17 +80,17 @@ def test_a_short_run_on_four_samples_cuts_the_loss_by_three_quarters(trained_tin
 def test_run_leaves_resolved_config_loss_curve_and_preflight(trained_tiny):
     adapter, _ = trained_tiny
     resolved = yaml.safe_load((adapter / "facellm_resolved_config.yaml").read_text())
-    assert resolved["output_dir"] == str(adapter) and resolved["save_steps"] == 32
-    assert resolved["num_train_epochs"] == 2 and resolved["lora_rank"] == 16  # override and recipe
+    assert resolved["output_dir"] == str(adapter) and resolved["save_steps"] == 64  # override and recipe
+    assert resolved["dataset_dir"] == str(adapter.parent / "fairfacegpt") and resolved["lora_rank"] == 16
     assert (adapter / "training_loss.png").stat().st_size > 10_000  # LLaMA-Factory's plot: the only one
     assert json.loads((adapter / "preflight.json").read_text())["records"] == 128
-    assert training_summary(adapter)["global_step"] == 128
+    assert training_summary(adapter)["global_step"] == 192
 
 
 def test_killed_run_resumes_from_its_checkpoint(trained_tiny, tiny_model, tmp_path):
     adapter, _ = trained_tiny
     out = tmp_path / "lora"
-    command = (*tiny_train_command(tiny_model, adapter.parent / "data", out), "--no-preflight")
+    command = (*tiny_train_command(tiny_model, adapter.parent / "fairfacegpt", out), "--no-preflight")
     process = subprocess.Popen(
         command, cwd=REPO, env=command_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -104,13 +104,13 @@ def test_killed_run_resumes_from_its_checkpoint(trained_tiny, tiny_model, tmp_pa
     process.wait()
     resumed_from = checkpoints(out)[-1]
     step = int(resumed_from.name.split("-")[1])
-    assert step < 128 and not (out / "trainer_state.json").exists(), "the kill came too late"
+    assert step < 192 and not (out / "trainer_state.json").exists(), "the kill came too late"
 
     result = run_command(*command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {resumed_from}" in result.stderr
     resumed, reference = logged_losses(out), logged_losses(adapter)
-    assert max(resumed) == 128
+    assert max(resumed) == 192
     # optimizer, scheduler, RNG and data order restored: the steps after the checkpoint are those of the
     # uninterrupted run (a fresh optimizer would change every loss from step+2 on)
     after = [s for s in reference if s > step]
