@@ -13,10 +13,23 @@ class FaceLLMError(Exception):
     """A problem with the user's input or set-up. The message names the file and the problem."""
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its class name when it has none), for one-line errors."""
+def first_line(error: BaseException, named: bool = False) -> str:
+    """The first line of an exception's message (its class name when it has none), for one-line errors;
+    NAMED puts the class name first ("ValueError: ...")."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
+    line = text.splitlines()[0] if text else ""
+    if named:
+        return f"{error.__class__.__name__}: {line}"
+    return line or error.__class__.__name__
+
+
+def changed_settings(recorded: dict, wanted: dict) -> str:
+    """Each setting that differs between a folder's RECORDED run and the WANTED one, in words: "model
+    'a' -> 'b', mode 'x' -> 'y'" (what a refusal to mix two runs in one folder shows)."""
+    names = [*wanted, *(k for k in recorded if k not in wanted)]
+    return ", ".join(
+        f"{k} {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in names if recorded.get(k) != wanted.get(k)
+    )
 
 
 def is_text(text: str) -> bool:

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from facellm.common import sharegpt
-from facellm.common.cli import FaceLLMError
+from facellm.common.cli import FaceLLMError, changed_settings
 from facellm.common.files import read_json, write_json_atomic
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.common.options import add_options, add_progress_option, from_args, option, positive
@@ -156,9 +156,8 @@ def _check_run_identity(out: Path, identity: dict) -> None:
     nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
     if path.is_file() and not nothing_yet:
         previous = read_json(path)
-        changed = [k for k in identity if isinstance(previous, dict) and previous.get(k) != identity[k]]
-        if not isinstance(previous, dict) or changed:
-            detail = ", ".join(f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in changed) or "unreadable"
+        detail = changed_settings(previous, identity) if isinstance(previous, dict) else "unreadable"
+        if detail:
             raise FaceLLMError(
                 f"{path}: this folder holds a run with other settings ({detail}); use another --out "
                 "or the same settings to resume"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facellm.common.cli import FaceLLMError
+from facellm.common.cli import FaceLLMError, changed_settings
 from facellm.common.files import read_json, write_json_atomic
 from facellm.eval.facexbench import Task
 from facellm.eval.scoring import RUN_FILE, read_identity
@@ -110,11 +110,18 @@ def check_folders(benchmark_dir: Path, results_dir: Path) -> None:
         )
 
 
+def _other_run(folder: Path, recorded: dict, identity: dict) -> FaceLLMError:
+    return FaceLLMError(
+        f"{folder}: holds results of {recorded.get('model')!r} made with other settings "
+        f"({changed_settings(recorded, identity)}); use another --results-dir, or the same settings to resume"
+    )
+
+
 def check_results_dir(folder: Path, identity: dict) -> None:
     """Refuse to mix the answers of two models (or two checkpoints, or two prompt settings) in one folder."""
     recorded = read_identity(folder)
     if recorded and recorded != identity:
-        raise FaceLLMError(f"{folder}: holds results of {recorded}, not of {identity}")
+        raise _other_run(folder, recorded, identity)
     if not recorded:
         write_json_atomic(folder / RUN_FILE, identity)
 
@@ -161,7 +168,7 @@ def known_answers(results_dir: Path, tasks: list[Task], identity: dict) -> Answe
     for folder in shard_folders(results_dir):
         recorded = read_identity(folder)
         if recorded and recorded != identity:
-            raise FaceLLMError(f"{folder}: holds results of {recorded}, not of {identity}")
+            raise _other_run(folder, recorded, identity)
         known.add(read_answers(folder, tasks))
     return known
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facellm.common.cli import FaceLLMError
+from facellm.common.cli import FaceLLMError, first_line
 from facellm.common.files import write_json_atomic
 from facellm.eval.facexbench import Task, check_images, load_benchmark, prompt_text, vlmeval_message
 from facellm.eval.results import (
@@ -46,11 +46,6 @@ from facellm.eval.scoring import RUN_FILE, SUMMARY_FILE, read_identity, report, 
 # dataset type; "MCQ" keeps baselines comparable with the published numbers).
 DATASET = "MCQ"
 MAX_CONSECUTIVE_FAILURES = 32
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
 def _free_accelerator_memory() -> None:
@@ -77,7 +72,7 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
             results.append((str(answer if answer is not None else "").strip(), None))
         except Exception as error:  # recorded with the question; the run goes on
             _free_accelerator_memory()
-            results.append((None, _first_line(error)))
+            results.append((None, first_line(error, named=True)[:500]))
     return results
 
 

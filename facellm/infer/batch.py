@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facellm.common.cli import FaceLLMError, is_text
+from facellm.common.cli import FaceLLMError, changed_settings, is_text
 from facellm.common.images import IMAGE_SUFFIXES, images_under
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.data.fairface import resolve_inside
@@ -91,9 +91,7 @@ def open_answers(out: Path, settings: dict) -> Ledger:
     earlier = next((entry.get("settings") for entry in ledger.entries.values()), settings)
     if earlier != settings:
         ledger.close()
-        changed = ", ".join(
-            f"{k} {earlier.get(k)!r} -> {v!r}" for k, v in settings.items() if earlier.get(k) != v
-        )
+        changed = changed_settings(earlier, settings)
         raise FaceLLMError(f"{out}: answers made with other settings ({changed}); use another --output")
     return ledger
 

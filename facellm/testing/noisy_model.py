@@ -12,10 +12,10 @@ those checks mean something. Used by the evaluation tests and bench/eval_batchin
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from facellm.common.cli import FaceLLMError, run_cli
+from facellm.testing.built import build_or_reuse
 
 MARKER = "facellm_noisy.json"
 
@@ -26,25 +26,23 @@ def noisy_copy(model_dir: Path, out_dir: Path, seed: int = 0, gain: float = 2.0)
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    fingerprint = {"model": str(Path(model_dir).resolve()), "seed": seed, "gain": gain}
-    marker = out_dir / MARKER
-    try:
-        if json.loads(marker.read_text(encoding="utf-8")) == fingerprint:
-            return out_dir
-    except (OSError, ValueError):  # absent or damaged: build again
-        pass
     if not (Path(model_dir) / "config.json").is_file():
         raise FaceLLMError(f"{model_dir}: not a model folder (no config.json)")
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, weight in sorted(model.named_parameters()):
-            if weight.dim() >= 2:
-                weight.copy_(torch.randn(weight.shape, generator=generator) * gain / weight.shape[-1] ** 0.5)
-    model.save_pretrained(out_dir)
-    AutoProcessor.from_pretrained(model_dir).save_pretrained(out_dir)
-    marker.write_text(json.dumps(fingerprint) + "\n", encoding="utf-8")
-    return out_dir
+
+    def build(out: Path) -> None:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for _, weight in sorted(model.named_parameters()):
+                if weight.dim() >= 2:
+                    weight.copy_(
+                        torch.randn(weight.shape, generator=generator) * gain / weight.shape[-1] ** 0.5
+                    )
+        model.save_pretrained(out)
+        AutoProcessor.from_pretrained(model_dir).save_pretrained(out)
+
+    fingerprint = {"model": str(Path(model_dir).resolve()), "seed": seed, "gain": gain}
+    return build_or_reuse(Path(out_dir), MARKER, fingerprint, build)
 
 
 def main(argv: list[str] | None = None) -> None:

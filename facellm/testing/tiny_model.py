@@ -18,9 +18,11 @@ from pathlib import Path
 
 from facellm.common.cli import FaceLLMError, run_cli
 from facellm.data.labels import corpus_for_tokenizer
+from facellm.testing.built import build_or_reuse
 
 DEFAULT_DIR = Path("saves/tiny-internvl3")
 SEED = 0
+MARKER = "facellm_tiny.json"
 RECIPE_VERSION = 2  # bump when the architecture or the tokenizer recipe below changes
 VOCAB_SIZE = 1200
 IMAGE_SIZE = 56
@@ -188,25 +190,17 @@ def build_tiny_model(out_dir: str | os.PathLike = DEFAULT_DIR, seed: int = SEED,
     A folder is reused only when its marker says it was built from the same inputs (`build_fingerprint`).
     """
     out = Path(out_dir)
-    marker = out / "facellm_tiny.json"
-    expected = build_fingerprint(seed)
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == expected:
-                return out
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
     if out.exists() and not out.is_dir():
         raise FaceLLMError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)  # a build that dies half-way must not look complete
-    tokenizer = _train_tokenizer()
-    processor = _build_processor(tokenizer)
-    model = _build_model(tokenizer, seed)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    marker.write_text(json.dumps(expected) + "\n")
-    return out
+    if force:
+        (out / MARKER).unlink(missing_ok=True)
+
+    def build(folder: Path) -> None:
+        tokenizer = _train_tokenizer()
+        _build_model(tokenizer, seed).save_pretrained(folder, safe_serialization=True)
+        _build_processor(tokenizer).save_pretrained(folder)
+
+    return build_or_reuse(out, MARKER, build_fingerprint(seed), build)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,8 +133,7 @@ def _decode(path: Path) -> str | None:
         with Image.open(path) as image:
             image.load()
     except Exception as error:  # any decoder failure makes a bad image, whatever PIL raises
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"does not decode ({error.__class__.__name__}: {first})"
+        return f"does not decode ({first_line(error, named=True)})"
     return None
 
 

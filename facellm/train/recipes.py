@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from facellm.common.cli import FaceLLMError
+from facellm.common.cli import FaceLLMError, first_line
 from facellm.common.files import read_json, write_json_atomic
 
 RESOLVED_CONFIG = "facellm_resolved_config.yaml"
@@ -54,7 +54,7 @@ def load_recipe(path: Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise FaceLLMError(f"{path}: not a readable YAML recipe ({str(error).splitlines()[0]})") from None
+        raise FaceLLMError(f"{path}: not a readable YAML recipe ({first_line(error)})") from None
     if not isinstance(config, dict) or not config:
         raise FaceLLMError(f"{path}: a recipe is a YAML mapping of LLaMA-Factory arguments")
     return {key: _as_number(value) for key, value in config.items()}
