@@ -23,7 +23,7 @@ from facellm.eval.results import Shard
 from facellm.eval.runner import evaluate
 from facellm.testing.noisy_model import noisy_copy
 from facellm.testing.sample_benchmark import build, with_placeholder_images
-from tests.support import REPO, SAMPLE_FACES, SHARED_FACEXBENCH, assert_one_line_error, run_command, run_main
+from tests.support import REPO, SAMPLE_FACES, SHARED_FACEXBENCH, assert_one_line_error, run_main
 
 TASKS = ("sample_single_mcq_age", "sample_single_mcq_gender", "sample_multiple_mcq_race")
 
@@ -271,7 +271,9 @@ def answered(results: Path) -> int:
     return count
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_results(facellm, noisy, bench, tmp_path):
+def test_resume_after_sigkill_gives_the_uninterrupted_results(
+    facellm, noisy, bench, tmp_path, monkeypatch, capsys
+):
     # four copies of every file: enough questions that the kill lands in the middle of the run
     big = tmp_path / "big"
     shutil.copytree(bench, big)
@@ -292,10 +294,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(facellm, noisy, be
     process.wait()
     assert 0 < answered(results) < 48, "the kill should land while questions are left"
 
-    resumed = run_command(
-        "python", str(REPO / "vlmeval" / "evaluate.py"), "--no-progress", "--max-new-tokens", "8", *args,
-        cwd=tmp_path,
-    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # the resumed run: in this process, on the killed run's folder
+    resumed = evaluate_cli("--max-new-tokens", "8", *args, capsys=capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "accuracy" in resumed.stdout
     evaluate(lambda: facellm, identity(noisy), big, tmp_path / "whole", progress=False)
