@@ -11,7 +11,7 @@ from facellm.common.cli import FaceLLMError
 from facellm.common.sharegpt import dataset_info_entry
 from facellm.train import preflight
 from facellm.train.preflight import check_dataset, run_preflight
-from tests.support import SAMPLE_FACES, assert_one_line_error, run_command
+from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_command, run_main
 
 IMAGES = SAMPLE_FACES / "fairface-img-margin025-trainval"
 
@@ -71,12 +71,11 @@ def test_a_clean_dataset_passes_and_counts_tokens(dataset, tiny_model):
     assert len(report.lengths) == 3 and report.truncated == 0
 
 
-def test_standalone_command_lists_problems_and_fails(dataset, tiny_model, tmp_path):
+def test_standalone_command_lists_problems_and_fails(dataset, tiny_model, tmp_path, capsys):
     overrides = [f"{key}={value}" for key, value in dataset.items()] + [f"model_name_or_path={tiny_model}"]
-    result = run_command(
-        "python", "-m", "facellm.train.preflight", "configs/tiny_cpu_lora_sft.yaml", *overrides,
-        "--report", str(tmp_path / "preflight.json"),
-    )  # fmt: skip
+    recipe = str(REPO / "configs" / "tiny_cpu_lora_sft.yaml")
+    argv = [recipe, *overrides, "--report", str(tmp_path / "preflight.json")]
+    result = run_main(preflight.main, argv, capsys)  # `python -m facellm.train.preflight`, in this process
     assert_one_line_error(result, "configs/tiny_cpu_lora_sft.yaml", "dataset check failed")
     assert "faces record 1: image val/no_such.jpg not found" in result.stderr
     assert "faces record 2: image '../outside.jpg' escapes media_dir" in result.stderr
