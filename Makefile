@@ -18,8 +18,9 @@ install:
 demo: install
 	"$(UV)" run --frozen python -m facellm.testing.demo
 
+# The tests that use the demo run share one worker (see tests/conftest.py); the rest spread over the others.
 test: install
-	"$(UV)" run --frozen pytest
+	"$(UV)" run --frozen pytest -n auto --dist loadgroup
 
 lint: install
 	"$(UV)" run --frozen ruff check .
