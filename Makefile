@@ -18,9 +18,8 @@ install:
 demo: install
 	"$(UV)" run --frozen python -m facellm.testing.demo
 
-# The tests that use the demo run share one worker (see tests/conftest.py); the rest spread over the others.
 test: install
-	"$(UV)" run --frozen pytest -n auto --dist loadgroup
+	"$(UV)" run --frozen pytest
 
 lint: install
 	"$(UV)" run --frozen ruff check .

@@ -13,20 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def pytest_configure(config) -> None:
     """Caches of our own and of Hugging Face datasets live in one folder per test session (shared by its
-    xdist workers and subprocesses), so a run's timing and results never depend on the developer's home."""
-    if "FACELLM_TEST_CACHE" not in os.environ:  # the first process of the session (workers inherit it)
-        os.environ["FACELLM_TEST_CACHE"] = tempfile.mkdtemp(prefix="facellm-tests-cache-")
-    cache = Path(os.environ["FACELLM_TEST_CACHE"])
+    subprocesses), so a run's timing and results never depend on what the developer's home holds."""
+    cache = Path(tempfile.mkdtemp(prefix="facellm-tests-cache-"))
     os.environ["XDG_CACHE_HOME"] = str(cache)
     os.environ["HF_DATASETS_CACHE"] = str(cache / "hf-datasets")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under xdist (`make test` runs `pytest -n auto --dist loadgroup`), the tests that use the demo run
-    share one worker, so that the demo, the session's most expensive fixture, runs once."""
-    for item in items:
-        if "demo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("demo"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, _dataset_size, main
-from tests.support import assert_one_line_error, run_command, run_main
+from tests.support import assert_one_line_error, run_main
 
 
 def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
@@ -71,7 +71,7 @@ def test_adapter_that_does_not_fit_the_base_is_refused_before_writing(trained_ti
 
 
 def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_only_when_asked(
-    trained_tiny, tiny_model, tmp_path
+    trained_tiny, tiny_model, tmp_path, capsys
 ):
     from facellm.common.cli import FaceLLMError
 
@@ -86,10 +86,8 @@ def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_o
     with pytest.raises(FaceLLMError, match="holds an earlier export; pass --replace"):
         main(["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier), "--no-verify"])
     (earlier / "stale.txt").write_text("from the old export")
-    result = run_command(
-        "bash", "export.sh", "--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier),
-        "--dtype", "float32", "--no-verify", "--replace",
-    )  # fmt: skip
+    argv = ["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier), "--dtype", "float32"]
+    result = run_main(main, [*argv, "--no-verify", "--replace"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     left = {p.name for p in earlier.iterdir()}
     assert "config.json" in left and not left & {"README.md", "verification.json", "stale.txt"}, left

@@ -11,7 +11,7 @@ from facellm.common.cli import FaceLLMError
 from facellm.common.sharegpt import dataset_info_entry
 from facellm.train import preflight
 from facellm.train.preflight import check_dataset, run_preflight
-from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_command, run_main
+from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_main
 
 IMAGES = SAMPLE_FACES / "fairface-img-margin025-trainval"
 
@@ -84,12 +84,13 @@ def test_standalone_command_lists_problems_and_fails(dataset, tiny_model, tmp_pa
     assert len(saved["problem_list"]) == sum(1 for _, kind in PLANTED if kind)
 
 
-def test_train_stops_before_loading_the_model(dataset, tiny_model, tmp_path):
+def test_train_stops_before_loading_the_model(dataset, tiny_model, tmp_path, capsys):
+    from facellm.train.launch import main
+
     overrides = [f"{key}={value}" for key, value in dataset.items()]
-    result = run_command(
-        "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", *overrides,
-        f"model_name_or_path={tiny_model}", f"output_dir={tmp_path / 'out'}",
-    )  # fmt: skip
+    recipe = str(REPO / "configs" / "tiny_cpu_lora_sft.yaml")
+    argv = [recipe, *overrides, f"model_name_or_path={tiny_model}", f"output_dir={tmp_path / 'out'}"]
+    result = run_main(main, argv, capsys)  # train.sh's launcher, in this process
     assert_one_line_error(result, "dataset check failed")
     assert "llamafactory" not in result.stderr.lower()  # LLaMA-Factory was never started
     assert not (tmp_path / "out" / "facellm_resolved_config.yaml").exists()
