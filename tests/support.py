@@ -12,7 +12,7 @@ SHARED_FACEXBENCH = REPO.parent / "shared" / "facexbench" / "benchmark"
 
 def tiny_train_command(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> tuple[str, ...]:
     """train.sh on the tiny model and the labels dataset of the sample faces with the tiny recipe as it is:
-    the demo's training run (192 steps, a checkpoint every 64), so that it is the reference of the resume
+    the demo's training run (128 steps, a checkpoint every 64), so that it is the reference of the resume
     test."""
     return (
         "bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}",

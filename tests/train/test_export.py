@@ -18,7 +18,7 @@ def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
     assert verification["adapter_effect"] > 10 * verification["max_abs_diff"]  # the probe sees the adapter
     card = (merged / "README.md").read_text()
     assert f"base_model: {tiny_model}" in card
-    assert "| steps | 192 |" in card and "| lora_rank | `16` |" in card
+    assert "| steps | 128 |" in card and "| lora_rank | `16` |" in card
     final = json.loads((adapter / "trainer_state.json").read_text())["log_history"][-2]["loss"]
     assert f"| final training loss | {final:.4f} |" in card
 
