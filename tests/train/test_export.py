@@ -123,3 +123,13 @@ def test_model_card_counts_the_records_of_every_dataset_as_llamafactory_reads_th
     (tmp_path / "dataset_info.json").write_text(json.dumps(registry))
     assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "chats, qa"}) == 5
     assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "other"}) is None
+
+
+def test_model_card_takes_the_count_preflight_saved_beside_the_adapter(tmp_path, monkeypatch):
+    import facellm.train.export as export
+
+    adapter = tmp_path / "lora" / "checkpoint-64"
+    adapter.mkdir(parents=True)
+    (tmp_path / "lora" / "preflight.json").write_text(json.dumps({"records": 77}))
+    monkeypatch.setattr(export, "open_datasets", lambda *args: pytest.fail("the datasets were read again"))
+    assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "faces"}, adapter) == 77
