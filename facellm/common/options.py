@@ -55,7 +55,7 @@ def add_options(parser: argparse.ArgumentParser, settings: type) -> None:
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         flags = [f"--{field.name.replace('_', '-')}", *meta["aliases"]]
-        shown = "" if field.default in (None, False) else " (default: %(default)s)"
+        shown = "" if field.default is None or field.default is False else " (default: %(default)s)"
         if field.default is False:
             target.add_argument(*flags, dest=field.name, action="store_true", help=meta["help"])
             continue
@@ -67,8 +67,9 @@ def add_options(parser: argparse.ArgumentParser, settings: type) -> None:
 
 
 def from_args(settings: type, args: argparse.Namespace, **given: Any) -> Any:
-    """The dataclass SETTINGS filled from the parsed ARGS (its `option` fields) and GIVEN."""
-    names = {f.name for f in dataclasses.fields(settings) if "option" in f.metadata}
+    """The dataclass SETTINGS filled from the parsed ARGS (every field the parser set, its `option` fields
+    and shared ones such as `progress`) and GIVEN."""
+    names = {f.name for f in dataclasses.fields(settings) if hasattr(args, f.name)} - set(given)
     return settings(**{name: getattr(args, name) for name in names}, **given)
 
 
