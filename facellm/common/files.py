@@ -44,3 +44,16 @@ def read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FaceLLMError(f"{path}: corrupt JSON ({error}); move it away to start this file again") from None
+
+
+def resolve_inside(root: Path, relative: str, source: str) -> Path:
+    """Join a path read from a data file to its declared root, refusing anything that escapes the root.
+
+    The check is on the path as written (no `..`, not absolute), not on where symlinks point: datasets
+    managed by DVC, git-annex or a hub cache are symlink farms whose targets live elsewhere."""
+    if "\0" in relative:
+        raise FaceLLMError(f"{source}: path {relative!r} contains a NUL byte")
+    normalised = os.path.normpath(relative)
+    if os.path.isabs(relative) or normalised == ".." or normalised.startswith(".." + os.sep):
+        raise FaceLLMError(f"{source}: path {relative!r} escapes its root folder {root}")
+    return Path(os.path.abspath(root)) / normalised

@@ -4,9 +4,9 @@ It is the single source of truth of a FairFaceGPT run. `dataset.json` and the re
 and re-running the same command reads it to skip every item that is already done. A crash can tear only
 the last line; opening the ledger drops that fragment so the next append starts on a clean line, but only
 when at least one valid ledger line comes before it: any other file (a JSON document, a list of images) is
-refused and left byte for byte as it was. An item
-may appear more than once (failed, then done on a later run); the last line for an item wins, and an item
-that is done is never requested again, so the dataset never holds duplicates.
+refused and left byte for byte as it was. An item may appear more than once (failed, then done on a later
+run); the last line for an item wins, and an item that is done is never requested again, so the dataset
+never holds duplicates.
 """
 
 from __future__ import annotations

@@ -25,13 +25,11 @@ from facellm.common.files import read_json, write_json_atomic, write_text_atomic
 from facellm.data.fairface import FaceRecord
 from facellm.data.live import (
     RemoteBackend,
-    failure_entries,
     judge_response,
-    ledger_entry,
     transient_reason,
 )
 from facellm.data.rate_limit import backoff_delay, retry_after_seconds
-from facellm.data.requests import BadImage, Job, image_data_url, request_body
+from facellm.data.requests import BadImage, Job, failure_entries, image_data_url, ledger_entry, request_body
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")

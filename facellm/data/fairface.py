@@ -9,11 +9,11 @@ The folder name `fairface_img_margin025` used by some copies is accepted too.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from facellm.common.cli import FaceLLMError
+from facellm.common.files import resolve_inside
 
 AGE_BINS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
 GENDERS = ("Male", "Female")
@@ -82,19 +82,6 @@ def _record(csv_path: Path, line: int, row: dict[str, str]) -> FaceRecord:
     if not row.get("file"):
         raise FaceLLMError(f"{csv_path}:{line}: empty 'file' column")
     return FaceRecord(file=row["file"], age=row["age"], gender=row["gender"], race=row["race"])
-
-
-def resolve_inside(root: Path, relative: str, source: str) -> Path:
-    """Join a path read from a data file to its declared root, refusing anything that escapes the root.
-
-    The check is on the path as written (no `..`, not absolute), not on where symlinks point: datasets
-    managed by DVC, git-annex or a hub cache are symlink farms whose targets live elsewhere."""
-    if "\0" in relative:
-        raise FaceLLMError(f"{source}: path {relative!r} contains a NUL byte")
-    normalised = os.path.normpath(relative)
-    if os.path.isabs(relative) or normalised == ".." or normalised.startswith(".." + os.sep):
-        raise FaceLLMError(f"{source}: path {relative!r} escapes its root folder {root}")
-    return Path(os.path.abspath(root)) / normalised
 
 
 def require_images(image_root: Path, faces: list[FaceRecord]) -> None:

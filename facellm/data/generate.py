@@ -32,7 +32,16 @@ from facellm.data import labels as qa_labels
 from facellm.data.fairface import SPLITS, FaceRecord, load_split
 from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
-from facellm.data.requests import MODES, Answer, BadImage, Job, Settings, image_data_url
+from facellm.data.requests import (
+    MODES,
+    Answer,
+    BadImage,
+    Job,
+    Settings,
+    failure_entries,
+    image_data_url,
+    ledger_entry,
+)
 
 BACKENDS = ("openai", "batch", "labels")
 DEFAULT_MODEL = "gpt-4o-2024-11-20"
@@ -195,8 +204,6 @@ def _api_key() -> str:
 
 
 def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item) -> None:
-    from facellm.data.live import failure_entries, ledger_entry
-
     for job in jobs:
         try:  # the same check as the live backend: no answers about a file that is not a readable image
             image_data_url(image_root / job.face.file)
@@ -307,11 +314,9 @@ def _tally(summary: Summary, faces: list[FaceRecord], prompts: PromptSet, ledger
         for a in prompts.aspects
         if (entry := ledger.get(face.file, a.key))
     }
+    failures = Counter(e["reason"] for e in entries.values() if e["status"] == FAILED)
     summary.done = sum(1 for e in entries.values() if e["status"] == DONE) - summary.skipped
-    summary.failed = sum(1 for e in entries.values() if e["status"] == FAILED)
-    summary.failed_by_reason = dict(
-        Counter(e["reason"] for e in entries.values() if e["status"] == FAILED).most_common()
-    )
+    summary.failed, summary.failed_by_reason = failures.total(), dict(failures.most_common())
     return entries
 
 

@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,8 +29,10 @@ from facellm.data.requests import (
     Job,
     Settings,
     estimated_tokens,
+    failure_entries,
     image_data_url,
     judge,
+    ledger_entry,
     request_body,
 )
 
@@ -50,35 +51,6 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         return text.replace(self.secret, "[redacted]") if self.secret else text
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def ledger_entry(job: Job, answer: Answer, settings: Settings, backend: str, **extra) -> dict:
-    return {
-        "image": job.face.file,
-        "aspect": answer.aspect.key,
-        "status": DONE if answer.reason is None else FAILED,
-        "question": answer.aspect.question,
-        "answer": answer.text,
-        "reason": answer.reason,
-        "model": settings.model,
-        "mode": settings.mode,
-        "backend": backend,
-        "usage": answer.usage,
-        "finish_reason": answer.finish_reason,
-        **extra,
-        "time": now_iso(),
-    }
-
-
-def failure_entries(job: Job, reason: str, settings: Settings, backend: str, **extra) -> list[dict]:
-    return [
-        ledger_entry(job, Answer(aspect, None, reason, None, {}), settings, backend, **extra)
-        for aspect in job.aspects
-    ]
 
 
 def carry_forward(entry: dict, previous: dict | None) -> dict:

@@ -12,11 +12,13 @@ import base64
 import io
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from facellm.common.ledger import DONE, FAILED
 from facellm.data.fairface import FaceRecord
 from facellm.data.prompts import Aspect, PromptSet
 
@@ -170,3 +172,33 @@ def _check(text: object, prompts: PromptSet) -> tuple[str | None, str | None]:
     if prompts.is_refusal(text):
         return None, "refusal"
     return text.strip(), None
+
+
+# The ledger's record of one answered (or failed) item: FairFaceGPT's schema, shared by every backend.
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def ledger_entry(job: Job, answer: Answer, settings: Settings, backend: str, **extra) -> dict:
+    return {
+        "image": job.face.file,
+        "aspect": answer.aspect.key,
+        "status": DONE if answer.reason is None else FAILED,
+        "question": answer.aspect.question,
+        "answer": answer.text,
+        "reason": answer.reason,
+        "model": settings.model,
+        "mode": settings.mode,
+        "backend": backend,
+        "usage": answer.usage,
+        "finish_reason": answer.finish_reason,
+        **extra,
+        "time": now_iso(),
+    }
+
+
+def failure_entries(job: Job, reason: str, settings: Settings, backend: str, **extra) -> list[dict]:
+    return [
+        ledger_entry(job, Answer(aspect, None, reason, None, {}), settings, backend, **extra)
+        for aspect in job.aspects
+    ]

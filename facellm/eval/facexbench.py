@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facellm.common.cli import FaceLLMError
-from facellm.data.fairface import resolve_inside
+from facellm.common.files import resolve_inside
 
 LETTERS = "ABCD"
 HEADER_KEYS = (

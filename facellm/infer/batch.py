@@ -3,9 +3,9 @@
 Inputs: a folder (its image files, sorted), a `.txt` list (one path per line, `#` comments), or a `.jsonl`
 list (`{"image": PATH, "prompt": optional}` per line). Paths in a list are relative to the list's folder and
 may not leave it; two spellings of one file (`1.jpg`, `./1.jpg`, `sub/../1.jpg`) are one image. Each answer
-is one line of OUT (image, prompt, answer, tokens, latency); an image that
-cannot be read gets a line with its error and the run goes on. Lines already in OUT are skipped, so an
-interrupted run resumes where it stopped.
+is one line of OUT (image, prompt, answer, tokens, latency); an image that cannot be read gets a line with
+its error and the run goes on. Lines already in OUT are skipped, so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facellm.common.cli import FaceLLMError, changed_settings, is_text
+from facellm.common.files import resolve_inside
 from facellm.common.images import IMAGE_SUFFIXES, images_under
 from facellm.common.ledger import DONE, FAILED, Ledger
-from facellm.data.fairface import resolve_inside
 
 KEY_FIELDS = ("image", "prompt")
 

@@ -125,7 +125,8 @@ def with_placeholder_images(
     the copies stay where OUT is and are never meant to be committed. Returns the benchmark folder."""
     from PIL import ImageOps
 
-    from facellm.data.fairface import find_image_root, resolve_inside
+    from facellm.common.files import resolve_inside
+    from facellm.data.fairface import find_image_root
     from facellm.eval.facexbench import load_task
 
     faces = sorted((find_image_root(fairface_root) / "val").glob("*.jpg"))
