@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_command
+from tests.support import four_samples, run_command, tiny_train_args
 
 # Nothing in the suite may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,9 +40,37 @@ def demo(tiny_model, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Pat
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(demo) -> tuple[Path, Path]:
-    """(LoRA adapter, its merged float32 export) of the demo: the tiny recipe trained on the labels dataset
-    of the sample faces (in `adapter.parent / "fairfacegpt"`), so that its answers differ from image to
-    image. `tiny_train_command` repeats exactly that training run."""
+def learned_tiny(demo) -> dict[str, Path]:
+    """The demo's model that learned the face world (full fine-tuning, then export.sh): "model" (the export),
+    "run" (train.sh's output), "world" (FairFace layout), "benchmark" (held-out, FaceXBench layout)."""
     workdir = demo[1]
-    return workdir / "lora", workdir / "export" / "FaceLLM-tiny"
+    return {
+        "model": workdir / "export" / "FaceLLM-tiny",
+        "run": workdir / "full",
+        "world": workdir / "face-world",
+        "benchmark": workdir / "face-world-benchmark",
+    }
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_model, tmp_path_factory) -> Path:
+    """train.sh's LoRA run of the tests (tests/support.py LORA_RUN) on four samples, in this process through
+    train.sh's entry point; the resume test repeats it as its reference."""
+    from facellm.common.cli import run_cli
+    from facellm.train.launch import main
+
+    folder = tmp_path_factory.mktemp("lora")
+    out = folder / "lora"
+    run_cli(lambda: main(tiny_train_args(tiny_model, four_samples(folder / "data"), out)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(lora_run, tiny_model) -> tuple[Path, Path]:
+    """(LoRA adapter, its merged float32 export by export.sh's entry point, in this process)."""
+    from facellm.common.cli import run_cli
+    from facellm.train.export import main
+
+    merged = lora_run.parent / "export" / "FaceLLM-tiny-lora"
+    run_cli(lambda: main(["--adapter", str(lora_run), "--base", str(tiny_model), "--out", str(merged)]))
+    return lora_run, merged

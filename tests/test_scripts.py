@@ -23,7 +23,9 @@ def test_train_help_lists_recipes():
 
 def test_export_refuses_a_folder_that_is_not_an_adapter(tmp_path):
     result = run_command("bash", "export.sh", "--adapter", str(tmp_path), "--out", str(tmp_path / "m"))
-    assert_one_line_error(result, str(tmp_path), "not a LoRA adapter folder")
+    assert_one_line_error(
+        result, str(tmp_path), "neither a LoRA adapter folder", "nor a full fine-tuning run"
+    )
 
 
 def test_export_unknown_option():
@@ -37,5 +39,10 @@ def test_recipes_keep_remote_code_off_and_the_released_lora_settings():
         config = yaml.safe_load(recipe.read_text())
         assert config["trust_remote_code"] is False, recipe
         assert config["template"] == "intern_vl", recipe
+        if (
+            config["finetuning_type"] == "full"
+        ):  # the tiny demo recipe: every weight of a model trained from scratch
+            assert recipe.name.startswith("tiny_") and config["freeze_vision_tower"] is False, recipe
+            continue
         assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"]) == (16, 32, 0), recipe
         assert config["dataset"] == "fairfacegpt", recipe

@@ -31,7 +31,7 @@ makes that the headline (tables and plot).
 """
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python vlmeval/aggregate_results.py",
         description=DESCRIPTION,
@@ -62,7 +62,7 @@ def main() -> None:
         "--published-only", action="store_true",
         help="only draw the published numbers into --plot (no results folder needed)",
     )  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.published_only:
         if args.plot is None:
             parser.error("--published-only needs --plot FILE")

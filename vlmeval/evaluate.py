@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         "--merge", action="store_true",
         help="merge the shards of --results-dir into it (checks that every question is answered) and exit",
     )  # fmt: skip
+    parser.add_argument(
+        "--blank-images", action="store_true",
+        help="replace every image by a uniform grey one of the same size: a control that shows how much of "
+        "the score the images earn (recorded in run.json; use its own --results-dir)",
+    )  # fmt: skip
     add_answer_length(parser, None, "64 for the plug-in's models, the model's own for others")
     add_device_options(parser, "a plug-in model")
     parser.add_argument(
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         "prepend_text": args.prepend,
         "max_new_tokens": max_new_tokens,
     }
+    if args.blank_images:  # only when set: results folders written before the option keep their identity
+        identity["blank_images"] = True
 
     def make_model():
         options = dict(overrides)
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = evaluate(
         make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
         batch_size=args.batch_size, shard=shard, progress=args.progress,
-        max_consecutive_failures=args.max_consecutive_failures,
+        max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
     )  # fmt: skip
     if shard and not summary["merged"]:
         counts = summary["overall"]

@@ -7,7 +7,8 @@ stopped. At the end the ledger is compiled into OUT/dataset.json (ShareGPT) with
 into the cost and fairness reports.
 
 Backends: `openai` (live requests to any OpenAI-compatible endpoint), `batch` (the OpenAI Batch API),
-`labels` (offline answers written from the labels alone; needs no endpoint).
+`labels` (offline answers written from the labels alone; needs no endpoint). `--items` adds short-answer
+and multiple-choice items (facellm.data.items), answered from the labels with any backend.
 """
 
 from __future__ import annotations
@@ -28,20 +29,12 @@ from facellm.common.cli import FaceLLMError, changed_settings
 from facellm.common.files import read_json, write_json_atomic
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.common.options import add_options, add_progress_option, from_args, option, positive
+from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
 from facellm.data.fairface import SPLITS, FaceRecord, load_split
 from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
-from facellm.data.requests import (
-    MODES,
-    Answer,
-    BadImage,
-    Job,
-    Settings,
-    failure_entries,
-    image_data_url,
-    ledger_entry,
-)
+from facellm.data.requests import MODES, Job, Settings
 
 BACKENDS = ("openai", "batch", "labels")
 DEFAULT_MODEL = "gpt-4o-2024-11-20"
@@ -75,6 +68,12 @@ class Config:
         "(default: OpenAI, or OPENAI_BASE_URL)", group="generation",
     )  # fmt: skip
     prompts_dir: Path = option(DEFAULT_PROMPTS_DIR, "prompt files", parse=Path, group="generation")
+    items: str = option(
+        qa_items.DEFAULT, "comma-separated item kinds: open (the aspects' questions), short (gender, age and "
+        "race questions answered with the FairFace label), mcq (the same as multiple choice, answered with "
+        "the option's text); short and mcq come from the labels with any backend", parse=qa_items.item_list,
+        group="generation", metavar="KINDS",
+    )  # fmt: skip
     max_tokens: int | None = option(
         None, "answer length limit (default: 1024 per question, 4096 per image)", parse=positive(int),
         group="generation",
@@ -153,19 +152,21 @@ def _check_config(config: Config) -> None:
 
 def _settings(config: Config) -> Settings:
     if config.backend == "labels":
-        return Settings(model="labels", mode="per-question", max_tokens=0)
+        return qa_labels.SETTINGS
     max_tokens = config.max_tokens or (1024 if config.mode == "per-question" else 4096)
     return Settings(config.model, config.mode, max_tokens, config.temperature)
 
 
 def _check_run_identity(out: Path, identity: dict) -> None:
-    """A ledger holds one kind of data: refuse to mix models, modes, prompts or splits in one folder."""
+    """A ledger holds one kind of data: refuse to mix models, modes, prompts, splits or items in one folder.
+    At its default, `items` is left out of run.json and a run.json without it reads as the default."""
     path = out / RUN_FILE
     ledger = out / LEDGER
     nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
     if path.is_file() and not nothing_yet:
-        previous = read_json(path)
-        detail = changed_settings(previous, identity) if isinstance(previous, dict) else "unreadable"
+        previous, defaults = read_json(path), {"items": qa_items.DEFAULT}
+        ok = isinstance(previous, dict)
+        detail = changed_settings(defaults | previous, defaults | identity) if ok else "unreadable"
         if detail:
             raise FaceLLMError(
                 f"{path}: this folder holds a run with other settings ({detail}); use another --out "
@@ -175,9 +176,16 @@ def _check_run_identity(out: Path, identity: dict) -> None:
         write_json_atomic(path, identity)
 
 
-def _jobs(faces: list[FaceRecord], prompts: PromptSet, settings: Settings, ledger: Ledger) -> list[Job]:
+def _jobs(
+    faces: list[FaceRecord],
+    prompts: PromptSet,
+    settings: Settings,
+    ledger: Ledger,
+    kinds: tuple[str, ...] = (qa_items.DEFAULT,),
+) -> list[Job]:
+    """The pending open items, as the backend asks them: one job per item, or per image in per-image mode."""
     jobs = []
-    for face in faces:
+    for face in faces if "open" in kinds else []:
         pending = tuple(a for a in prompts.aspects if not ledger.is_done(face.file, a.key))
         if not pending:
             continue
@@ -201,22 +209,6 @@ def _api_key() -> str:
             "set it to the key alone"
         )
     return key
-
-
-def _run_labels(jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item) -> None:
-    for job in jobs:
-        try:  # the same check as the live backend: no answers about a file that is not a readable image
-            image_data_url(image_root / job.face.file)
-        except BadImage as error:
-            for entry in failure_entries(job, str(error), settings, "labels", attempts=0, latency_s=0.0):
-                ledger.append(entry)
-                on_item(entry)
-            continue
-        for aspect in job.aspects:
-            answer = Answer(aspect, qa_labels.answer(aspect, job.face), None, "stop", {})
-            entry = ledger_entry(job, answer, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
-            ledger.append(entry)
-            on_item(entry)
 
 
 async def _run_remote(
@@ -260,23 +252,26 @@ async def _run_remote(
         await client.close()
 
 
-def compile_dataset(faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger) -> list[dict]:
-    """ShareGPT records of every done item, in CSV order then aspect order: the same ledger always gives
+def compile_dataset(
+    faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger, kinds: tuple[str, ...] = (qa_items.DEFAULT,)
+) -> list[dict]:
+    """ShareGPT records of every done item, in CSV order then item order: the same ledger always gives
     the same file, however the requests were scheduled."""
     records = []
     for face in faces:
-        for aspect in prompts.aspects:
-            entry = ledger.get(face.file, aspect.key)
+        for key in qa_items.keys(prompts.aspects, kinds):
+            entry = ledger.get(face.file, key)
             if entry and entry["status"] == DONE:
                 records.append(sharegpt.record(entry["question"], entry["answer"], face.file))
     return records
 
 
-def _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_faces, summary) -> None:
-    """Answer JOBS with the configured backend, a progress bar counting finished and failed items."""
+def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary) -> None:
+    """Answer LABEL_JOBS from the labels, then JOBS with the configured backend, a progress bar counting
+    finished and failed items."""
     failures: Counter[str] = Counter()
     bar = tqdm(
-        total=pending,
+        total=sum(len(job.aspects) for job in [*jobs, *label_jobs]),
         desc=f"FairFaceGPT [{config.backend}, {settings.mode}]",
         unit="qa",
         disable=not config.progress or None,
@@ -290,9 +285,9 @@ def _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_
         bar.update(1)
 
     try:
-        if config.backend == "labels":
-            _run_labels(jobs, settings, ledger, image_root, on_item)
-        elif jobs:
+        local = [*jobs, *label_jobs] if config.backend == "labels" else label_jobs
+        qa_labels.answer_jobs(local, qa_labels.SETTINGS, ledger, image_root, on_item)
+        if config.backend != "labels" and jobs:
             counters = asyncio.run(
                 _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
             )
@@ -306,13 +301,10 @@ def _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_
         bar.close()
 
 
-def _tally(summary: Summary, faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger) -> dict:
+def _tally(summary: Summary, faces: list[FaceRecord], keys: list[str], ledger: Ledger) -> dict:
     """The ledger's last word on every item of this run, counted into SUMMARY."""
     entries = {
-        (face.file, a.key): entry
-        for face in faces
-        for a in prompts.aspects
-        if (entry := ledger.get(face.file, a.key))
+        (face.file, key): entry for face in faces for key in keys if (entry := ledger.get(face.file, key))
     }
     failures = Counter(e["reason"] for e in entries.values() if e["status"] == FAILED)
     summary.done = sum(1 for e in entries.values() if e["status"] == DONE) - summary.skipped
@@ -322,6 +314,7 @@ def _tally(summary: Summary, faces: list[FaceRecord], prompts: PromptSet, ledger
 
 def generate(config: Config) -> Summary:
     _check_config(config)
+    kinds = qa_items.parse_kinds(config.items)
     prompts = load_prompts(config.prompts_dir)
     prices = load_prices(config.prices)
     settings = _settings(config)
@@ -332,25 +325,25 @@ def generate(config: Config) -> Summary:
     # settings cannot rewrite it while the first one is still appending
     with Ledger(config.out / LEDGER) as ledger:
         sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before work
-        _check_run_identity(
-            config.out,
-            {
-                "model": settings.model,
-                "mode": settings.mode,
-                "prompts": prompts.digest,
-                "split": config.split,
-            },
-        )
-        jobs = _jobs(faces, prompts, settings, ledger)
-        pending = sum(len(job.aspects) for job in jobs)
+        identity = {
+            "model": settings.model,
+            "mode": settings.mode,
+            "prompts": prompts.digest,
+            "split": config.split,
+        }
+        if kinds != (qa_items.DEFAULT,):  # absent at its default: run.json as it was before --items
+            identity["items"] = ",".join(kinds)
+        _check_run_identity(config.out, identity)
+        jobs = _jobs(faces, prompts, settings, ledger, kinds)
+        label_jobs = qa_labels.jobs(faces, ledger, kinds)
+        pending = sum(len(job.aspects) for job in [*jobs, *label_jobs])
+        keys = qa_items.keys(prompts.aspects, kinds)
         summary = Summary(
-            dataset=config.out / "dataset.json",
-            images=len(faces),
-            skipped=len(faces) * len(prompts.aspects) - pending,
+            dataset=config.out / "dataset.json", images=len(faces), skipped=len(faces) * len(keys) - pending
         )
-        _run_jobs(config, jobs, pending, settings, prompts, ledger, image_root, all_faces, summary)
-        entries = _tally(summary, faces, prompts, ledger)
-        records = compile_dataset(faces, prompts, ledger)
+        _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary)
+        entries = _tally(summary, faces, keys, ledger)
+        records = compile_dataset(faces, prompts, ledger, kinds)
 
     dataset_path, info_path = sharegpt.write_dataset(config.out, records)
     cost_report(

@@ -4,19 +4,55 @@ It needs no network and no model, so the whole pipeline can run anywhere. Its an
 labels support (perceived gender, age range, race group) and say so; what the labels cannot tell (lighting,
 pose, texture) is answered as unknown rather than invented. The eight aspects are the ones the released
 FaceLLM generator asks about, one question each.
+
+With `--items` (facellm.data.items) it also writes short-answer and multiple-choice items, one per attribute,
+whose answer is the label exactly as FairFace spells it, so that an evaluation can compare strings. For the
+sample image val/4.jpg (labelled 50-59, Female, East Asian):
+
+    open    What can you tell about the apparent age, gender and ethnicity of this person?
+            -> The image shows an East Asian woman, apparently 50-59 years old. Perceived gender: female; ...
+    short   Which age range does this person appear to be in?
+            -> 50-59
+    mcq     Which race group does this person appear to belong to?
+            Answer with the text of the correct option.
+            (A) East Asian
+            (B) Latino_Hispanic
+            (C) White
+            (D) Black
+            -> East Asian
+
+The mcq layout is the FaceXBench evaluation prompt's (facellm.common.mcq); the options of each image (both
+genders, four age bins, four race groups) and their order are drawn from its file name, so every run writes
+the same items. Short and mcq items are answered here whatever the backend: no LLM request is made for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import product
+from pathlib import Path
 
+from facellm.common.ledger import Ledger
+from facellm.data import items
 from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
 from facellm.data.prompts import RACE_PHRASES, Aspect, age_phrase, load_prompts, person_noun, with_article
+from facellm.data.requests import (
+    Answer,
+    BadImage,
+    Job,
+    Settings,
+    failure_entries,
+    image_data_url,
+    ledger_entry,
+)
+
+SETTINGS = Settings(model="labels", mode="per-question", max_tokens=0)
 
 
 def answer(aspect: Aspect, record: FaceRecord) -> str:
     """The labels-only answer; an aspect added to aspects.json gets the plain description."""
+    if items.is_label_item(aspect.key):
+        return items.label_answer(record, aspect.key)
     noun, race, age = person_noun(record), RACE_PHRASES[record.race], age_phrase(record)
     who = f"{with_article(f'{race} {noun}')}, apparently {age}"
     unknown = "the annotations available for this image do not describe"
@@ -48,10 +84,40 @@ def corpus_for_tokenizer() -> Iterator[str]:
     aspects = load_prompts().aspects
     for age, gender, race in product(AGE_BINS, GENDERS, RACES):
         record = FaceRecord(file="", age=age, gender=gender, race=race)
-        for aspect, question, text in qa_pairs(record, aspects):
+        for aspect, question, text in qa_pairs(record, items.for_face(record, aspects, items.KINDS)):
             yield question
             yield text
             yield aspect.key
+    yield from items.texts_for_tokenizer()
     yield "Please answer the question and provide only the correct option letter, e.g., A, B, C, D."
     yield "Answer: (A) (B) (C) (D) Option A B C D. The answer is"
     yield " ".join(AGE_BINS + GENDERS + RACES)
+
+
+def jobs(faces: list[FaceRecord], ledger: Ledger, kinds: tuple[str, ...]) -> list[Job]:
+    """One job per image with its pending short and mcq items (none for the open kind)."""
+    found = []
+    for face in faces:
+        keys = [key for key in items.keys((), kinds) if not ledger.is_done(face.file, key)]
+        if keys:
+            found.append(Job(face, tuple(items.label_item(face, key) for key in keys)))
+    return found
+
+
+def answer_jobs(
+    jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item: Callable[[dict], None]
+) -> None:
+    """Answer JOBS from the labels into LEDGER, calling ON_ITEM with each entry."""
+    for job in jobs:
+        try:  # the same check as the live backend: no answers about a file that is not a readable image
+            image_data_url(image_root / job.face.file)
+        except BadImage as error:
+            for entry in failure_entries(job, str(error), settings, "labels", attempts=0, latency_s=0.0):
+                ledger.append(entry)
+                on_item(entry)
+            continue
+        for aspect in job.aspects:
+            answer_ = Answer(aspect, answer(aspect, job.face), None, "stop", {})
+            entry = ledger_entry(job, answer_, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
+            ledger.append(entry)
+            on_item(entry)

@@ -18,10 +18,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facellm.common import mcq
 from facellm.common.cli import FaceLLMError
 from facellm.common.files import resolve_inside
+from facellm.common.mcq import LETTERS
 
-LETTERS = "ABCD"
 HEADER_KEYS = (
     "category",
     "sub-category",
@@ -146,8 +147,7 @@ def prompt_text(task: Task, number: str, prepend: bool = False) -> str:
     lines.append(question["question_text"])
     if task.header.get("postpend_text"):
         lines.append(task.header["postpend_text"])
-    lines += [f"({letter}) {option}" for letter, option in zip(LETTERS, question["options"], strict=False)]
-    return "".join(f"{line}\n" for line in lines)
+    return mcq.prompt(lines, question["options"])
 
 
 def vlmeval_message(task: Task, number: str, benchmark_dir: Path, prepend: bool = False) -> list[dict]:

@@ -29,7 +29,13 @@ FACELLM_MODELS = {
 BASELINE_MODELS = {
     f"InternVL3-{size}-hf": f"OpenGVLab/InternVL3-{size}-hf" for size in ("1B", "2B", "8B", "14B", "38B")
 }
-REGISTERED_MODELS = FACELLM_MODELS | BASELINE_MODELS
+# The tiny offline models of `make demo` (CPU, no download): the untrained one and the demo's trained export.
+# They are test fixtures, reported under their own names and never compared with the published FaceLLMs.
+TINY_MODELS = {
+    "InternVL3-tiny": str(REPO / "saves" / "tiny-internvl3"),
+    "FaceLLM-tiny": str(REPO / "saves" / "demo" / "export" / "FaceLLM-tiny"),
+}
+REGISTERED_MODELS = FACELLM_MODELS | BASELINE_MODELS | TINY_MODELS
 
 
 def import_file(path: Path, module_name: str) -> ModuleType:

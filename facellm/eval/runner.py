@@ -46,12 +46,37 @@ from facellm.eval.scoring import RUN_FILE, SUMMARY_FILE, read_identity, report, 
 # dataset type; "MCQ" keeps baselines comparable with the published numbers).
 DATASET = "MCQ"
 MAX_CONSECUTIVE_FAILURES = 32
+BLANK_DIR = "blank-images"  # in the results folder: the stand-ins of --blank-images
+BLANK_GREY = (128, 128, 128)
 
 
 def _free_accelerator_memory() -> None:
     torch = sys.modules.get("torch")  # only when the model brought it in
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def blanked(message: list[dict], folder: Path) -> list[dict]:
+    """MESSAGE with every image replaced by a uniform grey image of the same size (written once per size into
+    FOLDER): the control that shows how much of a score the images earn."""
+    import os
+
+    from PIL import Image
+
+    parts = []
+    for part in message:
+        if part["type"] == "image":
+            with Image.open(part["value"]) as image:
+                width, height = image.size
+            path = folder / f"{width}x{height}.png"
+            if not path.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                Image.new("RGB", (width, height), BLANK_GREY).save(partial, format="PNG")
+                os.replace(partial, path)
+            part = {**part, "value": str(path)}
+        parts.append(part)
+    return parts
 
 
 def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, str | None]]:
@@ -171,10 +196,12 @@ def evaluate(
     shard: Shard | None = None,
     progress: bool = True,
     max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+    blank_images: bool = False,
 ) -> dict:
     """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
     SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
-    settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer."""
+    settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer. With
+    BLANK_IMAGES every image is replaced by a grey one of its size (see `blanked`)."""
     check_folders(benchmark_dir, results_dir)
     tasks = _prepare(benchmark_dir, limit)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -206,6 +233,8 @@ def evaluate(
         with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
             for batch in batches(pending, batch_size, lambda item: _length(*item, prepend)):
                 messages = [vlmeval_message(task, number, benchmark_dir, prepend) for task, number in batch]
+                if blank_images:
+                    messages = [blanked(message, results_dir / BLANK_DIR) for message in messages]
                 for (task, number), (prediction, error) in zip(
                     batch, answer_batch(model, messages), strict=True
                 ):

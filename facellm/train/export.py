@@ -3,7 +3,8 @@
 1. The base model with the adapter applied (not merged) and with the adapter switched off are run on a probe
    image and prompt. This is the reference, and it is also where an adapter that does not fit its base is
    caught, before anything is written.
-2. `llamafactory-cli export` writes the merged model (safetensors, sharded at --shard-gb).
+2. LLaMA-Factory's export (`llamafactory-cli export`'s function, in this process) writes the merged model
+   (safetensors, sharded at --shard-gb); a full fine-tuning run is written as it is, without a merge.
 3. The merged folder is loaded on its own and run on the same probe. It passes when its logits match the
    reference within  atol(dtype) + 0.1 x (the adapter's own effect on the logits);  a merge that lost, doubled
    or damaged the adapter fails loudly (exit 1) and no model card is written.
@@ -14,9 +15,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,13 @@ from pathlib import Path
 import yaml
 
 from facellm.common.cli import FaceLLMError, first_line, run_cli
-from facellm.common.datasets import open_datasets
 from facellm.common.files import REPO, read_json, write_json_atomic, write_text_atomic
 from facellm.common.options import add_options, from_args, option, positive
+from facellm.train.card import ATOL, EFFECT_SHARE, model_card
 from facellm.train.recipes import RESOLVED_CONFIG, model_size, template_system_prompt
-from facellm.train.report import training_summary
 
 PROBE_IMAGE = REPO / "assets" / "fairface-sample" / "fairface-img-margin025-trainval" / "val" / "1.jpg"
 PROBE_PROMPT = "Describe this face in detail."
-# Largest acceptable |merged - reference| logit difference, on top of 10% of the adapter's own effect:
-# float32 merges are exact up to summation order; half precision rounds every merged weight once.
-ATOL = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.25}
-EFFECT_SHARE = 0.1
 
 
 def _resolved_config(adapter: Path) -> dict:
@@ -81,10 +75,22 @@ def _load(path: str, dtype: str, device: str):
     return (model if placement else model.to(device)).eval()
 
 
-def reference_logits(base: str, adapter: Path, dtype: str, device: str, inputs):
-    """(logits with the adapter applied, logits of the bare base), from one load of the base."""
+def reference_logits(base: str, adapter: Path, dtype: str, device: str, inputs, full: bool = False):
+    """(logits of the trained model, logits of the bare base): for an adapter, from one load of the base;
+    for a full fine-tuning run, from the run's own weights (the bare base only when it can be loaded)."""
     from facellm.infer.model import apply_adapter
 
+    if full:
+        try:
+            trained = _logits(_load(str(adapter), dtype, device), inputs)
+        except (OSError, ValueError) as error:
+            raise FaceLLMError(f"{adapter}: cannot load the trained model ({first_line(error)})") from None
+        try:
+            bare = _logits(_load(base, dtype, device), inputs)
+        except (OSError, ValueError):  # the model it started from is gone: no effect to report
+            bare = trained
+        _release_memory()
+        return trained, bare
     try:
         model = _load(base, dtype, device)
     except (OSError, ValueError) as error:
@@ -131,13 +137,14 @@ class Verifier:
     """The probe run through base+adapter (before the export), then through the merged folder (after)."""
 
     def __init__(
-        self, base: str, adapter: Path, template: str, dtype: str, device: str, probe: Path, prompt: str
-    ):
+        self, base: str, adapter: Path, template: str, dtype: str, device: str, probe: Path, prompt: str,
+        full: bool = False,
+    ):  # fmt: skip
         from transformers import AutoProcessor
 
         from facellm.infer.model import processor_source
 
-        source = processor_source(base, str(adapter))
+        source = str(adapter) if full else processor_source(base, str(adapter))
         try:
             processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as error:
@@ -145,7 +152,7 @@ class Verifier:
         self.inputs = _probe_inputs(processor, probe, prompt, template)
         self.dtype, self.device = dtype, device
         self.probe, self.prompt = probe, prompt
-        self.reference, self.bare = reference_logits(base, adapter, dtype, device, self.inputs)
+        self.reference, self.bare = reference_logits(base, adapter, dtype, device, self.inputs, full)
 
     def check(self, out: Path) -> dict:
         try:
@@ -165,95 +172,6 @@ class Verifier:
         )  # fmt: skip
         write_json_atomic(out / "verification.json", result)
         return result
-
-
-def _dataset_size(config: dict, adapter: Path | None = None) -> int | None:
-    """Records in the recipe's datasets, read as LLaMA-Factory reads them; None when that fails or none is
-    local. The count train.sh's preflight saved beside the adapter is taken when there is one: it came from
-    the same reader, and reading the datasets again costs a LLaMA-Factory import (about 13 s)."""
-    for folder in (adapter, adapter.parent) if adapter else ():
-        with contextlib.suppress(OSError, ValueError, FaceLLMError):
-            saved = read_json(folder / "preflight.json")
-            if isinstance(saved, dict) and isinstance(saved.get("records"), int):
-                return saved["records"]
-    try:
-        dataset_dir = str(config.get("dataset_dir", "data"))
-        found = open_datasets(dataset_dir, str(config["dataset"]), config.get("media_dir") or dataset_dir)
-    except (FaceLLMError, KeyError, OSError):
-        return None
-    local = [len(dataset) for dataset in found if dataset.local]
-    return sum(local) if local else None
-
-
-def model_card(name: str, base: str, adapter: Path, config: dict, verification: dict) -> str:
-    try:
-        summary = training_summary(adapter)
-    except FaceLLMError:
-        summary = {}
-    samples = _dataset_size(config, adapter)
-    rows = [
-        ("base model", f"`{base}`"),
-        ("method", f"LoRA ({config.get('finetuning_type', 'lora')}), merged into the base weights"),
-        ("dataset", f"`{config.get('dataset', '?')}`" + (f", {samples:,} samples" if samples else "")),
-        ("images", f"`{config.get('media_dir', '?')}`, at most {config.get('image_max_pixels', '?')} pixels"),
-    ]
-    for key in (
-        "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "learning_rate", "lr_scheduler_type",
-        "warmup_ratio", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-        "gradient_accumulation_steps", "cutoff_len", "bf16", "deepspeed", "template", "seed",
-    ):  # fmt: skip
-        if key in config:
-            rows.append((key, f"`{config[key]}`"))
-    rows += [
-        ("steps", str(summary.get("global_step", "?"))),
-        (
-            "final training loss",
-            f"{summary['final_loss']:.4f}" if summary.get("final_loss") is not None else "?",
-        ),
-        (
-            "first logged loss",
-            f"{summary['first_loss']:.4f}" if summary.get("first_loss") is not None else "?",
-        ),
-    ]
-    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    v = verification
-    return f"""---
-base_model: {base}
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags: [facellm, face-understanding, internvl3, lora, llama-factory]
----
-
-# {name}
-
-{name} is `{base}` fine-tuned with LoRA on FairFaceGPT (question-answer pairs about FairFace faces) for face
-understanding, then merged into a standalone model. Produced by the FaceLLM toolkit (`export.sh`).
-
-## Training
-
-| | |
-|---|---|
-{table}
-
-Adapter: `{adapter}`.
-
-## Merge verification
-
-On a probe image (`{v["probe_image"]}`) and prompt ("{v["probe_prompt"]}"), {v["tokens"]} positions,
-the merged model's logits differ from the base model with the adapter applied by at most
-{v["max_abs_diff"]:.3g}; the tolerance is {v["tolerance"]:.3g} ({ATOL[v["dtype"]]:g} for {v["dtype"]}
-plus {EFFECT_SHARE:g} x the adapter's own effect, {v["adapter_effect"]:.3g}). Top-1 tokens agree at
-{100 * v["top1_agreement"]:.1f}% of positions. Passed.
-
-## Use
-
-```bash
-python inference.py --model <this folder> --path_image face.jpg --prompt "Describe this face in detail."
-```
-
-The model inherits the licence of its base model and the terms of FairFace (CC BY 4.0). It describes faces;
-do not use it to identify people or to make decisions about them.
-"""
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -286,8 +204,13 @@ def _check_out(out: Path, adapter: Path, base: str, args: ExportConfig) -> None:
 class ExportConfig:
     """Every setting of export.sh; each is also the command-line option of the same name."""
 
-    adapter: Path = option(Path("saves/lora/internvl3-1b"), "LoRA output folder of train.sh", parse=Path)
-    base: str | None = option(None, "base model (default: the one adapter_config.json names)")
+    adapter: Path = option(
+        Path("saves/lora/internvl3-1b"), "output folder of train.sh: a LoRA adapter, or a full fine-tuning "
+        "run (finetuning_type: full), which is exported as it is, without a merge", parse=Path,
+    )  # fmt: skip
+    base: str | None = option(
+        None, "base model (default: the one adapter_config.json names, or the run's model_name_or_path)"
+    )
     out: Path | None = option(None, "merged model folder (default: saves/export/FaceLLM-<size>)", parse=Path)
     template: str | None = option(None, "chat template (default: the training one, else intern_vl)")
     dtype: str = option("auto", "weights of the export (auto: bf16 where supported)", choices=("auto", *ATOL))
@@ -303,35 +226,49 @@ class ExportConfig:
     )  # fmt: skip
 
 
-def _merge(config: ExportConfig, base: str, template: str, out: Path) -> None:
-    """`llamafactory-cli export` of the adapter onto BASE into OUT (an earlier export replaced only now)."""
-    command = [
-        str(Path(sys.executable).parent / "llamafactory-cli"), "export",
-        "--model_name_or_path", base, "--adapter_name_or_path", str(config.adapter),
-        "--finetuning_type", "lora", "--template", template, "--trust_remote_code", "false",
-        "--infer_dtype", config.dtype,
-        "--export_dir", str(out), "--export_size", str(config.shard_gb), "--export_legacy_format", "false",
-    ]  # fmt: skip
+def _merge(config: ExportConfig, base: str, template: str, out: Path, full: bool = False) -> None:
+    """LLaMA-Factory's export (what `llamafactory-cli export` runs, called in this process, where transformers
+    is already loaded) of the adapter onto BASE, or of a full run as it is, into OUT (an earlier export is
+    replaced only now)."""
+    model = {"model_name_or_path": str(config.adapter), "finetuning_type": "full"} if full else {
+        "model_name_or_path": base, "adapter_name_or_path": str(config.adapter), "finetuning_type": "lora"
+    }  # fmt: skip
+    arguments = {
+        **model, "template": template, "trust_remote_code": False, "infer_dtype": config.dtype,
+        "export_dir": str(out), "export_size": config.shard_gb, "export_legacy_format": False,
+    }  # fmt: skip
     if config.replace and out.exists():  # only now: a refused adapter above leaves the old export whole
         shutil.rmtree(out)
         print(f"replaced: the earlier export in {out} was deleted", file=sys.stderr)
-    if subprocess.run(command, check=False).returncode != 0:
-        raise FaceLLMError(f"{config.adapter}: llamafactory-cli export failed (see above)")
+    from llamafactory.train.tuner import export_model
+
+    try:
+        export_model(arguments)
+    except (Exception, SystemExit) as error:  # its argument checks exit
+        raise FaceLLMError(
+            f"{config.adapter}: LLaMA-Factory's export failed ({first_line(error, named=True)})"
+        ) from None
+    _release_memory()
     print(f"merged model: {out}")
 
 
 def export(config: ExportConfig) -> None:
     adapter = config.adapter
-    if not (adapter / "adapter_config.json").is_file():
+    recipe = _resolved_config(adapter) if adapter.is_dir() else {}
+    full = recipe.get("finetuning_type") == "full" and (adapter / "config.json").is_file()
+    if not full and not (adapter / "adapter_config.json").is_file():
         raise FaceLLMError(
-            f"{adapter}: not a LoRA adapter folder (no adapter_config.json); run train.sh first"
+            f"{adapter}: neither a LoRA adapter folder (no adapter_config.json) nor a full fine-tuning run "
+            "of train.sh; run train.sh first"
         )
-    from facellm.infer.model import resolve_model
+    if full:
+        base = config.base or str(recipe.get("model_name_or_path", adapter))  # what training started from
+    else:
+        from facellm.infer.model import resolve_model
 
-    base, _ = resolve_model(str(adapter), config.base)  # the base adapter_config.json names, unless --base
+        base, _ = resolve_model(str(adapter), config.base)  # the base adapter_config.json names, or --base
     if not config.probe_image.is_file():
         raise FaceLLMError(f"{config.probe_image}: probe image not found")
-    recipe = _resolved_config(adapter)
     template = config.template or str(recipe.get("template", "intern_vl"))
     out = config.out or Path("saves/export") / f"FaceLLM-{model_size(base)}"
     _check_out(out, adapter, base, config)
@@ -343,9 +280,11 @@ def export(config: ExportConfig) -> None:
         # the reference first: an adapter that does not fit its base fails here, before anything is written
         auto = "bfloat16" if device.startswith("cuda") else "float32"
         compute = config.dtype if config.dtype != "auto" else auto
-        verifier = Verifier(base, adapter, template, compute, device, config.probe_image, config.probe_prompt)
+        verifier = Verifier(
+            base, adapter, template, compute, device, config.probe_image, config.probe_prompt, full
+        )
     if not config.verify_only:
-        _merge(config, base, template, out)
+        _merge(config, base, template, out, full)
     if verifier is None:
         print("export: verification skipped (--no-verify); no model card written", file=sys.stderr)
         return

@@ -1,7 +1,10 @@
-"""The launcher behind train.sh: recipe + overrides -> checks -> resume -> `llamafactory-cli train`.
+"""The launcher behind train.sh: recipe + overrides -> checks -> resume -> LLaMA-Factory's trainer.
 
 Everything that can be checked without a GPU is checked first (argument names, DeepSpeed, the dataset), so a
-typo or a missing image costs seconds, not a queue slot. The exact arguments LLaMA-Factory runs with are
+typo or a missing image costs seconds, not a queue slot. A one-process run calls LLaMA-Factory's trainer in
+this process (what `llamafactory-cli train` runs then, without a second interpreter importing it all again);
+a distributed one (torchrun: several GPUs, FORCE_TORCHRUN, DeepSpeed, NNODES > 1) is handed to
+`llamafactory-cli train`, which starts the workers. The exact arguments LLaMA-Factory runs with are
 saved as `facellm_resolved_config.yaml` in the output folder and are what it is started on; the loss curve
 (`training_loss.png`, LLaMA-Factory's own plot) is drawn there when training ends. When training fails, the
 last line says what failed and whether the same command can resume it (only when a checkpoint exists);
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.cli import FaceLLMError, first_line, run_cli
 from facellm.common.files import REPO
 from facellm.train.preflight import run_preflight
 from facellm.train.recipes import (
@@ -158,6 +161,61 @@ def _launch(resolved: Path, env: dict) -> tuple[int, int | None, str | None]:
     return code, (received[0] if received else None), _what_failed(bytes(tail))
 
 
+class _Stop(BaseException):
+    """Raised in the trainer by SIGTERM or SIGINT (a BaseException: no `except Exception` swallows it)."""
+
+
+def _distributed(env: dict) -> bool:
+    """Whether LLaMA-Factory would start torchrun workers (its own rule), or runs on a path of its own."""
+    if any(
+        env.get(name, "").lower() in ("1", "true", "y")
+        for name in ("FORCE_TORCHRUN", "USE_RAY", "USE_KT", "USE_MCA", "USE_V1")
+    ):
+        return True
+    from llamafactory.extras.misc import get_device_count
+
+    return get_device_count() > 1
+
+
+def _train_here(resolved: Path) -> tuple[int, int | None, str | None]:
+    """LLaMA-Factory's trainer in this process, as `llamafactory-cli train` runs it on one device. Returns the
+    exit code, the signal that stopped it (None when none came) and the exception it failed with."""
+    import traceback
+
+    received: list[int] = []
+
+    def stop(signum, _frame):
+        received.append(signum)
+        raise _Stop
+
+    previous = {
+        signum: signal.signal(signum, stop)
+        for signum in FORWARDED
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
+    argv = sys.argv
+    try:
+        import torch
+        from llamafactory.train.tuner import run_exp
+
+        sys.argv = ["llamafactory-cli", str(resolved)]  # it reads its config from the command line
+        with torch.enable_grad():  # whatever an import did to this process (VLMEvalKit switches it off)
+            run_exp()
+        return 0, None, None
+    except _Stop:
+        return 128 + received[0], received[0], None
+    except SystemExit as error:  # its argument checks exit
+        code = error.code if isinstance(error.code, int) else 1
+        return code, None, None if code == 0 else first_line(error)
+    except Exception as error:
+        traceback.print_exc()
+        return 1, None, first_line(error, named=True)[:300]
+    finally:
+        sys.argv = argv
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -240,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:
         env["FORCE_TORCHRUN"] = "1"
-    code, received, failure = _launch(resolved, env)
+    if _distributed(env):
+        code, received, failure = _launch(resolved, env)
+    else:
+        code, received, failure = _train_here(resolved)
     if code != 0 or received is not None:
         sys.exit(_stopped(output_dir, code, received, failure))
     if node_rank == "0":

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from facellm.data import items
+from facellm.data.fairface import read_labels
 from facellm.data.prompts import load_prompts
 from facellm.testing.local_endpoint import LocalEndpoint
 from tests.data.support import (
@@ -24,7 +26,7 @@ from tests.data.support import (
     ledger_lines,
     run,
 )
-from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_command
+from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_command, run_main
 
 ASPECTS = load_prompts().aspects
 
@@ -403,7 +405,7 @@ def test_help_explains_backends_modes_and_resume(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for needle in ("--backend", "batch", "labels", "per-image", "--concurrency", "--rpm", "--tpm", "resume",
-                   "OPENAI_API_KEY", "--max-attempts", "--prices"):  # fmt: skip
+                   "OPENAI_API_KEY", "--max-attempts", "--prices", "--items", "mcq"):  # fmt: skip
         assert needle in text, needle
 
 
@@ -523,3 +525,159 @@ def test_ctrl_c_exits_130_with_the_way_to_resume(tmp_path):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "run the same command to resume" in stderr
+
+
+# --items: short-answer and multiple-choice items answered from the labels
+
+ALL_ITEMS = "open,short,mcq"
+LABEL_KEYS = ["short:gender", "short:age", "short:race", "mcq:gender", "mcq:age", "mcq:race"]
+SAMPLE_LABELS = {face.file: face for face in read_labels(SAMPLE_FACES / "fairface_label_val.csv")}
+
+
+def labels_run(out, **overrides):
+    return run(None, out, backend="labels", base_url=None, **overrides)
+
+
+def turns(record):
+    """(question as stored, without the image tag; answer) of a ShareGPT record."""
+    human, assistant = record["conversations"]
+    return human["value"].removeprefix("<image>\n"), assistant["value"]
+
+
+def assert_label_items(records, image):
+    """The six label items of IMAGE, in order: short then mcq, gender, age, race; answers are its labels."""
+    face = SAMPLE_LABELS[image]
+    assert [r["images"] for r in records] == [[image]] * 6
+    questions, answers = zip(*(turns(r) for r in records), strict=True)
+    assert list(answers) == [face.gender, face.age, face.race] * 2
+    assert list(questions[:3]) == list(items.QUESTIONS.values())
+    for question, answer, size, first in zip(
+        questions[3:], answers[3:], (2, 4, 4), questions[:3], strict=True
+    ):
+        lines = question.splitlines(keepends=True)
+        assert lines[:2] == [f"{first}\n", f"{items.INSTRUCTION}\n"] and "".join(lines) == question
+        options = [line[4:-1] for line in lines[2:]]
+        assert lines[2:] == [
+            f"({letter}) {option}\n" for letter, option in zip("ABCD", options, strict=False)
+        ]
+        assert len(options) == size and options.count(answer) == 1
+
+
+def test_default_items_are_the_open_aspects_as_before(tmp_path):
+    labels_run(tmp_path / "default", limit=3)
+    labels_run(tmp_path / "open", limit=3, items="open")
+    labels_run(tmp_path / "every", limit=3, items="mcq,open,short")
+    default = (tmp_path / "default" / "dataset.json").read_bytes()
+    assert (tmp_path / "open" / "dataset.json").read_bytes() == default
+    assert "items" not in json.loads((tmp_path / "default" / "run.json").read_text())  # as before --items
+    open_questions = {aspect.question for aspect in ASPECTS}
+    every = dataset(tmp_path / "every")
+    assert [r for r in every if turns(r)[0] in open_questions] == json.loads(default)
+    assert json.loads((tmp_path / "every" / "run.json").read_text())["items"] == ALL_ITEMS
+
+
+def test_items_add_short_and_mcq_questions_answered_with_the_labels(tmp_path):
+    out = tmp_path / "out"
+    summary = labels_run(out, limit=3, items=ALL_ITEMS)
+    assert summary.ok and (summary.done, summary.skipped) == (3 * 14, 0)
+    records = dataset(out)
+    assert len(records) == 3 * 14
+    for n, image in enumerate(["val/1.jpg", "val/2.jpg", "val/3.jpg"]):
+        mine = records[14 * n : 14 * (n + 1)]  # image order, then open, short, mcq
+        assert [turns(r)[0] for r in mine[:8]] == [aspect.question for aspect in ASPECTS]
+        assert_label_items(mine[8:], image)
+    entries = [line for line in ledger_lines(out) if line["aspect"] in LABEL_KEYS]
+    assert len(entries) == 3 * 6 and {(e["model"], e["backend"], e["status"]) for e in entries} == {
+        ("labels", "labels", "done")
+    }
+    only = labels_run(tmp_path / "only", limit=2, items="short,mcq")
+    assert only.ok and only.done == 12 and len(dataset(tmp_path / "only")) == 12
+    assert_label_items(dataset(tmp_path / "only")[6:], "val/2.jpg")
+
+
+def test_items_are_the_same_in_every_run_and_after_a_resume(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    labels_run(first, limit=4, items=ALL_ITEMS)
+    labels_run(second, limit=2, items="mcq,short,open")  # the same setting, spelled otherwise
+    ledger = second / "ledger.jsonl"
+    kept = ledger.read_text().splitlines(keepends=True)[:-5]  # as if killed before the last five items
+    assert {json.loads(line)["aspect"] for line in ledger.read_text().splitlines()[-5:]} <= set(LABEL_KEYS)
+    ledger.write_text("".join(kept))
+    resumed = labels_run(second, limit=4, items=ALL_ITEMS)
+    assert (resumed.skipped, resumed.done) == (2 * 14 - 5, 2 * 14 + 5)
+    assert (second / "dataset.json").read_bytes() == (first / "dataset.json").read_bytes()
+    lines = ledger_lines(second)
+    assert len(lines) == 4 * 14 and len({(line["image"], line["aspect"]) for line in lines}) == 4 * 14
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "change"),
+    [(None, "open,mcq", "items 'open' -> 'open,mcq'"), (ALL_ITEMS, None, "items 'open,short,mcq' -> 'open'"),
+     ("short", "mcq", "items 'short' -> 'mcq'")],
+)  # fmt: skip
+def test_other_items_in_the_same_out_are_refused(tmp_path, capsys, first, second, change):
+    from facellm.data.generate import main
+
+    out = tmp_path / "out"
+    labels_run(out, limit=1, **({"items": first} if first else {}))
+    before = (out / "dataset.json").read_bytes()
+    argv = ["--fairface-root", str(SAMPLE_FACES), "--out", str(out), "--backend", "labels", "--limit", "1"]
+    result = run_main(main, [*argv, *(["--items", second] if second else [])], capsys)
+    assert_one_line_error(result, "run.json", "other settings", change)
+    assert (out / "dataset.json").read_bytes() == before
+    assert run_main(main, [*argv, *(["--items", first] if first else [])], capsys).returncode == 0
+
+
+def test_unknown_item_kinds_are_refused_before_any_work(tmp_path, capsys):
+    from facellm.common.cli import FaceLLMError
+    from facellm.data.generate import main
+
+    out = tmp_path / "out"
+    argv = ["--fairface-root", str(SAMPLE_FACES), "--out", str(out), "--backend", "labels"]
+    result = run_main(main, [*argv, "--items", "open,faces"], capsys)
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr
+    assert "argument --items: unknown item kind 'faces'" in errors[0]
+    assert "no item kind" in run_main(main, [*argv, "--items", ""], capsys).stderr
+    with pytest.raises(FaceLLMError, match="--items 'open,faces': unknown item kind 'faces'"):
+        labels_run(out, items="open,faces")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "mode", "asked"),
+    [("openai", "per-question", 16), ("openai", "per-image", 2), ("batch", "per-question", 16)],
+)
+def test_llm_backends_are_asked_the_open_questions_only(tmp_path, backend, mode, asked):
+    out = tmp_path / "out"
+    with LocalEndpoint(api_key=API_KEY) as endpoint:
+        summary = run(endpoint, out, limit=2, backend=backend, mode=mode, items=ALL_ITEMS, poll_interval=0.01)
+        chat = len(endpoint.chat_requests())
+        batched = sum(f["content"].count(b"\n") for f in endpoint.files.values() if f["purpose"] == "batch")
+    assert chat + batched == asked
+    assert summary.ok and summary.done == 2 * 14
+    records = dataset(out)
+    for n, image in enumerate(["val/1.jpg", "val/2.jpg"]):
+        mine = records[14 * n : 14 * (n + 1)]
+        assert all(turns(r)[1].startswith(image_tag(SAMPLE_FACES, image)) for r in mine[:8])  # the LLM's
+        assert_label_items(mine[8:], image)  # the labels'
+    backends = {line["aspect"]: (line["model"], line["backend"]) for line in ledger_lines(out)}
+    assert {backends[key] for key in LABEL_KEYS} == {("labels", "labels")}
+    assert backends["demographics"] == ("gpt-4o-2024-11-20", backend)
+
+
+def test_label_items_alone_need_no_endpoint_and_no_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    summary = run(None, tmp_path / "out", limit=2, items="short,mcq")  # the openai backend, never asked
+    assert summary.ok and summary.done == 12 and summary.requests is None
+    assert_label_items(dataset(tmp_path / "out")[:6], "val/1.jpg")
+
+
+def test_label_items_of_an_unreadable_image_fail_with_the_others(tmp_path):
+    root = copy_faces(tmp_path)
+    (root / IMAGE_DIR / "val/2.jpg").write_text("not an image")
+    summary = labels_run(tmp_path / "out", root=root, limit=2, items=ALL_ITEMS)
+    assert (summary.done, summary.failed) == (14, 14)
+    failed = [line for line in ledger_lines(tmp_path / "out") if line["status"] == "failed"]
+    assert {line["image"] for line in failed} == {"val/2.jpg"} and len(failed) == 14
+    assert {r["images"][0] for r in dataset(tmp_path / "out")} == {"val/1.jpg"}

@@ -339,3 +339,29 @@ def test_shard_from_torchrun_environment():
     assert Shard.from_environment({"RANK": "0", "WORLD_SIZE": "1"}) is None
     with pytest.raises(FaceLLMError, match="RANK 5 is not between 0 and"):
         Shard.from_environment({"RANK": "5", "WORLD_SIZE": "4"})
+
+
+def test_blank_images_replace_every_image_by_a_grey_one_of_its_size(bench, tmp_path):
+    from PIL import Image
+
+    model = OracleModel()
+    results = tmp_path / "blank"
+    run(bench, results, model, blank_images=True)
+    for message in model.calls:
+        for part in (p for p in message if p["type"] == "image"):
+            path = part["value"]
+            assert path.startswith(str(results / "blank-images"))
+            with Image.open(path) as image:
+                assert image.size == (224, 224) and image.getextrema() == ((128, 128),) * 3
+    # the same model with the images: its messages name the benchmark's files instead
+    seen = OracleModel()
+    run(bench, tmp_path / "normal", seen)
+    assert all(str(bench) in p["value"] for m in seen.calls for p in m if p["type"] == "image")
+
+
+def test_blank_image_answers_are_kept_apart_from_real_ones(bench, tmp_path):
+    results = tmp_path / "results"
+    run(bench, results)
+    blank = {**IDENTITY, "blank_images": True}  # what evaluate.py --blank-images records
+    with pytest.raises(FaceLLMError, match="blank_images"):
+        evaluate(OracleModel, blank, bench, results, progress=False, blank_images=True)

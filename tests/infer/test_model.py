@@ -18,6 +18,26 @@ def model(tiny_model):
     return FaceLLMModel(str(tiny_model), max_new_tokens=8)
 
 
+GENDER_QUESTION = "What is the perceived gender of the person in this image?"
+
+
+@pytest.fixture(scope="module")
+def learned(learned_tiny):
+    return FaceLLMModel(str(learned_tiny["model"]), max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def faces(learned_tiny) -> dict[str, list]:
+    """Held-out faces of the world by perceived gender: {"Female": [path, ...], "Male": [...]}."""
+    from facellm.data.fairface import load_split
+
+    image_root, records = load_split(learned_tiny["world"], "val")
+    found: dict[str, list] = {}
+    for record in records:
+        found.setdefault(record.gender, []).append(image_root / record.file)
+    return found
+
+
 @pytest.fixture(scope="module")
 def tiling_model_dir(tiny_model, tmp_path_factory):
     """The tiny model with tiling switched on in its image processor config (as some checkpoints ship)."""
@@ -61,10 +81,13 @@ def test_default_system_prompt_is_the_training_one(model):
     assert model.system
 
 
-def test_greedy_answer_is_deterministic(model):
-    first = model.answer(FACE, "Describe this face in detail.")
-    assert isinstance(first, str)
-    assert model.answer(str(FACE), "Describe this face in detail.") == first
+def test_greedy_answers_are_deterministic_and_follow_the_image(learned, faces):
+    # the learned model names what it sees: 8 held-out faces of each gender, all answered right
+    for gender in ("Female", "Male"):
+        for face in faces[gender][:8]:
+            assert learned.answer(face, GENDER_QUESTION) == gender
+    first = learned.answer(faces["Female"][0], GENDER_QUESTION)
+    assert learned.answer(str(faces["Female"][0]), GENDER_QUESTION) == first
 
 
 def test_interleaved_images_and_texts(model):
@@ -91,15 +114,17 @@ def test_image_loading_converts_to_rgb(tmp_path):
     assert image.mode == "RGB" and image.size == (30, 20)
 
 
-def test_cli_prints_the_same_answer_as_the_library(trained_tiny, capsys):
+def test_cli_prints_the_same_answer_as_the_library(learned_tiny, learned, faces, capsys):
     # in this process: the demo runs inference.py itself as a user would (its subprocess smoke test)
-    merged = trained_tiny[1]
-    argv = ["--model", str(merged), "--path_image", str(FACE), "--prompt", "How old is this person?"]
-    result = run_main(main, [*argv, "--max-new-tokens", "6"], capsys)
-    assert result.returncode == 0, result.stderr
-    library = FaceLLMModel(str(merged), max_new_tokens=6)
-    expected = library.generate([Part("image", FACE), Part("text", "How old is this person?")])
-    assert result.stdout.strip() == expected and expected  # a trained model's answer, not an empty one
+    answers = []
+    for gender in ("Female", "Male"):
+        face = faces[gender][0]
+        argv = ["--model", str(learned_tiny["model"]), "--path_image", str(face), "--prompt", GENDER_QUESTION]
+        result = run_main(main, [*argv, "--max-new-tokens", "8"], capsys)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == learned.generate([Part("image", face), Part("text", GENDER_QUESTION)])
+        answers.append(result.stdout.strip())
+    assert answers == ["Female", "Male"]  # non-empty, and the image decides
 
 
 def test_cli_bad_flags(capsys):
@@ -141,16 +166,15 @@ def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path, capsy
     assert_one_line_error(result, "no-such-base", "cannot load model")
 
 
-def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(trained_tiny, model):
+def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(learned, faces, model):
     import torch
 
-    faces = sorted((SAMPLE_FACES / "fairface-img-margin025-trainval" / "val").glob("*.jpg"))[:4]
-    prompts = [
-        "Describe this face in detail.",
-        "What can you tell about the apparent age, gender and ethnicity?",
+    ages = "Which age range does this person appear to be in?"
+    pictures = [faces["Female"][0], faces["Male"][0], faces["Female"][1], faces["Male"][1]]
+    turns = [
+        [Part("image", face), Part("text", [GENDER_QUESTION, ages][i % 2])] for i, face in enumerate(pictures)
     ]
-    turns = [[Part("image", face), Part("text", prompts[i % 2])] for i, face in enumerate(faces)]
-    for engine in (model, FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8)):
+    for engine in (model, learned):
         batched = engine.generate_batch(turns)
         assert [answer for answer, _ in batched] == [engine.generate(turn) for turn in turns]
         assert all(0 < tokens <= 8 for _, tokens in batched)
@@ -160,12 +184,23 @@ def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(trained_t
             alone = torch.cat([engine.model(**engine.encode(turn)).logits[:, -1] for turn in turns])
         assert engine.encode(turns)["attention_mask"].min() == 0  # padding really happened
         assert torch.allclose(together, alone, atol=1e-4), (together - alone).abs().max()
+    answers = [answer for answer, _ in learned.generate_batch(turns)]
+    assert answers[0] == "Female" and all(answers)  # non-empty answers of a model that learned
+
+
+def test_swapping_two_images_in_a_batch_swaps_their_answers(learned, faces):
+    female, male = faces["Female"][0], faces["Male"][0]
+    turns = [[Part("image", face), Part("text", GENDER_QUESTION)] for face in (female, male)]
+    swapped = [[Part("image", face), Part("text", GENDER_QUESTION)] for face in (male, female)]
+    answers = [answer for answer, _ in learned.generate_batch(turns)]
+    assert answers == ["Female", "Male"]
+    assert [answer for answer, _ in learned.generate_batch(swapped)] == answers[::-1]
 
 
 def test_sampling_follows_the_seed_and_streaming_prints_the_answer(trained_tiny, capsys):
     import torch
 
-    model, tiny_model = FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8), trained_tiny[1]
+    model, tiny_model = FaceLLMModel(str(trained_tiny[1]), max_new_tokens=8), trained_tiny[1]  # LoRA-trained
     torch.manual_seed(1)
     first = model.answer(FACE, "Describe this face in detail.", temperature=1.5)
     torch.manual_seed(1)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, _dataset_size, main
+from facellm.train.card import _dataset_size
+from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, main
 from tests.support import assert_one_line_error, run_main
 
 
@@ -18,7 +19,7 @@ def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
     assert verification["adapter_effect"] > 10 * verification["max_abs_diff"]  # the probe sees the adapter
     card = (merged / "README.md").read_text()
     assert f"base_model: {tiny_model}" in card
-    assert "| steps | 128 |" in card and "| lora_rank | `16` |" in card
+    assert "| steps | 60 |" in card and "| lora_rank | `16` |" in card and "merged into the base" in card
     final = json.loads((adapter / "trainer_state.json").read_text())["log_history"][-2]["loss"]
     assert f"| final training loss | {final:.4f} |" in card
 
@@ -126,10 +127,26 @@ def test_model_card_counts_the_records_of_every_dataset_as_llamafactory_reads_th
 
 
 def test_model_card_takes_the_count_preflight_saved_beside_the_adapter(tmp_path, monkeypatch):
-    import facellm.train.export as export
+    import facellm.train.card as card
 
     adapter = tmp_path / "lora" / "checkpoint-64"
     adapter.mkdir(parents=True)
     (tmp_path / "lora" / "preflight.json").write_text(json.dumps({"records": 77}))
-    monkeypatch.setattr(export, "open_datasets", lambda *args: pytest.fail("the datasets were read again"))
+    monkeypatch.setattr(card, "open_datasets", lambda *args: pytest.fail("the datasets were read again"))
     assert _dataset_size({"dataset_dir": str(tmp_path), "dataset": "faces"}, adapter) == 77
+
+
+def test_a_full_fine_tuning_run_is_exported_as_it_is_and_verified(learned_tiny, tiny_model):
+    # the demo's run: every weight trained, so there is no adapter; export.sh re-saves it and checks it
+    merged, run = learned_tiny["model"], learned_tiny["run"]
+    assert not (run / "adapter_config.json").exists() and not (merged / "adapter_config.json").exists()
+    verification = json.loads((merged / "verification.json").read_text())
+    assert verification["passed"] and verification["max_abs_diff"] < 1e-4
+    assert verification["adapter_effect"] > 1  # trained from the tiny base: the probe sees the training
+    card = (merged / "README.md").read_text()
+    assert "full fine-tuning (every weight)" in card and "| freeze_vision_tower | `False` |" in card
+    assert f"base_model: {tiny_model}" in card and "| steps | 800 |" in card
+    damaged = Verifier(
+        tiny_model.as_posix(), run, "intern_vl", "float32", "cpu", PROBE_IMAGE, PROBE_PROMPT, True
+    )
+    assert damaged.check(merged)["passed"] and not damaged.check(tiny_model)["passed"]

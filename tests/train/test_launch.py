@@ -11,17 +11,16 @@ import pytest
 import yaml
 
 from facellm.common.cli import run_cli
-from facellm.data.generate import Config, generate
 from facellm.train.launch import main
 from facellm.train.recipes import checkpoints
 from facellm.train.report import losses, training_summary
 from tests.support import (
     REPO,
-    SAMPLE_FACES,
     assert_one_line_error,
     command_env,
     run_command,
-    tiny_train_command,
+    run_main,
+    tiny_train_args,
 )
 
 # A stand-in for llamafactory-cli (`train CONFIG`): FAKE_TRAINER=fail fails as a Python trainer does, after
@@ -63,39 +62,26 @@ def logged_losses(folder) -> dict[int, float]:
     return dict(losses(json.loads((folder / "trainer_state.json").read_text())))
 
 
-def test_a_short_run_on_four_samples_cuts_the_loss_by_three_quarters(tiny_model, tmp_path):
-    # 4 samples, 40 steps of batch 2. The tiny model's output layer is random and frozen, which caps what
-    # LoRA on the linear layers alone can reach (the loss stays near ln(vocab 1200) = 7.1 - 1.5); training
-    # the output layer too (additional_target=lm_head) lets a real optimisation show: measured 6.5 -> 0.44.
-    data = tmp_path / "data"
-    generate(Config(SAMPLE_FACES, data, backend="labels", limit=1, progress=False))  # one face: 8 pairs
-    records = json.loads((data / "dataset.json").read_text())[:4]
-    (data / "dataset.json").write_text(json.dumps(records))
-    out = tmp_path / "lora"
-    result = run_command(
-        *tiny_train_command(tiny_model, data, out, "max_steps=40", "learning_rate=1e-2"),
-        "additional_target=lm_head", "save_steps=1000", "--no-preflight",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    values = list(logged_losses(out).values())
+def test_a_short_run_on_four_samples_cuts_the_loss_by_three_quarters(lora_run):
+    # measured 6.5 -> 0.4 over the 60 steps (the first logged loss is that of a random model)
+    values = list(logged_losses(lora_run).values())
     first, last = values[0], sum(values[-5:]) / 5
-    assert len(values) == 40 and last < 0.25 * first, (first, last)
+    assert len(values) == 60 and last < 0.25 * first, (first, last)
 
 
-def test_run_leaves_resolved_config_loss_curve_and_preflight(trained_tiny):
-    adapter, _ = trained_tiny
-    resolved = yaml.safe_load((adapter / "facellm_resolved_config.yaml").read_text())
-    assert resolved["output_dir"] == str(adapter) and resolved["save_steps"] == 64  # override and recipe
-    assert resolved["dataset_dir"] == str(adapter.parent / "fairfacegpt") and resolved["lora_rank"] == 16
-    assert (adapter / "training_loss.png").stat().st_size > 10_000  # LLaMA-Factory's plot: the only one
-    assert json.loads((adapter / "preflight.json").read_text())["records"] == 128
-    assert training_summary(adapter)["global_step"] == 128
+def test_run_leaves_resolved_config_loss_curve_and_preflight(lora_run):
+    resolved = yaml.safe_load((lora_run / "facellm_resolved_config.yaml").read_text())
+    assert resolved["output_dir"] == str(lora_run) and resolved["save_steps"] == 10  # override
+    assert resolved["dataset_dir"] == str(lora_run.parent / "data") and resolved["lora_rank"] == 16  # recipe
+    assert (lora_run / "training_loss.png").stat().st_size > 10_000  # LLaMA-Factory's plot: the only one
+    assert json.loads((lora_run / "preflight.json").read_text())["records"] == 4
+    assert training_summary(lora_run)["global_step"] == 60
 
 
-def test_killed_run_resumes_from_its_checkpoint(trained_tiny, tiny_model, tmp_path):
-    adapter, _ = trained_tiny
+def test_killed_run_resumes_from_its_checkpoint(lora_run, tiny_model, tmp_path, capsys):
     out = tmp_path / "lora"
-    command = (*tiny_train_command(tiny_model, adapter.parent / "fairfacegpt", out), "--no-preflight")
+    arguments = tiny_train_args(tiny_model, lora_run.parent / "data", out)
+    command = ("bash", "train.sh", *arguments, "--no-preflight")
     process = subprocess.Popen(
         command, cwd=REPO, env=command_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -109,13 +95,13 @@ def test_killed_run_resumes_from_its_checkpoint(trained_tiny, tiny_model, tmp_pa
     process.wait()
     resumed_from = checkpoints(out)[-1]
     step = int(resumed_from.name.split("-")[1])
-    assert step < 128 and not (out / "trainer_state.json").exists(), "the kill came too late"
+    assert step < 60 and not (out / "trainer_state.json").exists(), "the kill came too late"
 
-    result = run_command(*command)
+    result = run_main(main, [*arguments, "--no-preflight"], capsys)  # the same command, in this process
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {resumed_from}" in result.stderr
-    resumed, reference = logged_losses(out), logged_losses(adapter)
-    assert max(resumed) == 128
+    resumed, reference = logged_losses(out), logged_losses(lora_run)
+    assert max(resumed) == 60
     # optimizer, scheduler, RNG and data order restored: the steps after the checkpoint are those of the
     # uninterrupted run (a fresh optimizer would change every loss from step+2 on)
     after = [s for s in reference if s > step]
@@ -187,6 +173,7 @@ def test_a_failed_run_says_what_failed_and_offers_to_resume_only_from_a_checkpoi
     fake_trainer, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("FAKE_TRAINER", "fail")
+    monkeypatch.setenv("FORCE_TORCHRUN", "1")  # the distributed path: the trainer is a process of its own
     out = tmp_path / "out"
     args = ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={out}", "--no-preflight"]
 
@@ -208,11 +195,50 @@ def test_a_failed_run_says_what_failed_and_offers_to_resume_only_from_a_checkpoi
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_one_process_run_is_stopped_by_sigterm_and_sigint_and_says_so(
+    monkeypatch, tmp_path, capsys, signum, code
+):
+    import llamafactory.train.tuner as tuner
+
+    started = []
+
+    def trainer():  # LLaMA-Factory's trainer, in this process, gets the signal
+        started.append(True)
+        os.kill(os.getpid(), signum)
+        time.sleep(30)
+
+    monkeypatch.setattr(tuner, "run_exp", trainer)
+    args = ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}", "--no-preflight"]
+    result = run_main(main, args, capsys)
+    name = signal.Signals(signum).name
+    assert started and result.returncode == code, result.stderr
+    assert f"train: stopped by {name}; no checkpoint was saved" in result.stderr
+    assert signal.getsignal(signum) is not None and "Traceback" not in result.stderr
+
+
+def test_a_one_process_run_that_fails_says_what_failed(monkeypatch, tmp_path, capsys):
+    import llamafactory.train.tuner as tuner
+
+    def trainer():
+        raise ValueError("Cannot find valid samples")
+
+    monkeypatch.setattr(tuner, "run_exp", trainer)
+    result = run_main(
+        main, ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}", "--no-preflight"], capsys
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    failed = "ValueError: Cannot find valid samples"
+    assert errors == [f"error: training failed (exit 1) before any checkpoint was saved: {failed}"]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_stop_the_trainer_and_exit_143_and_130(fake_trainer, tmp_path, signum, code):
     process = subprocess.Popen(
         ("bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}",
          "--no-preflight"),
-        cwd=REPO, env={**os.environ, "FAKE_TRAINER": "wait"}, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env={**os.environ, "FAKE_TRAINER": "wait", "FORCE_TORCHRUN": "1"}, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not (fake_trainer / "started").exists():
