@@ -15,7 +15,7 @@ from facellm.common.cli import FaceLLMError, is_text
 from facellm.common.images import TRAINING_MAX_PIXELS, load_image
 from facellm.common.options import add_answer_length, add_device_options, add_progress_option
 from facellm.infer.batch import list_items, open_answers, run_batch
-from facellm.infer.model import DEFAULT_MODEL, FaceLLMModel, Part
+from facellm.infer.model import DEFAULT_MODEL, MAX_NEW_TOKENS, FaceLLMModel, Part
 
 
 def _loader(max_pixels: int | None, crop: bool):
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         "model), or hub id (default: %(default)s)",
     )
     parser.add_argument("--base", default=None, help="base model of an adapter (default: the one it names)")
-    add_answer_length(parser, 500)
+    add_answer_length(parser, MAX_NEW_TOKENS)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     parser.add_argument(

@@ -29,6 +29,8 @@ TRAINING_TEMPLATE = "intern_vl"
 # compare it with LLaMA-Factory's own template, so an upgrade that changes it fails there, not silently.
 TRAINING_SYSTEM_PROMPT = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"  # noqa: E501
 
+MAX_NEW_TOKENS = 500  # the default answer length of inference.py and of FaceLLMModel
+
 
 def training_system_prompt() -> str:
     """The system prompt the FaceLLM recipes trained with (LLaMA-Factory's intern_vl default)."""
@@ -135,7 +137,7 @@ class FaceLLMModel:
         device: str | None = None,
         dtype: str | None = None,
         system: str | None = None,
-        max_new_tokens: int = 500,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         base: str | None = None,
         max_pixels: int | None = TRAINING_MAX_PIXELS,
     ):

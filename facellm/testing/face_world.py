@@ -6,14 +6,14 @@ deterministic by seed) whose labels are visible in the pixels:
     perceived gender   Female: long hair down both sides of the face and red lips; Male: short hair, and a
                        beard from adulthood on
     age group          child ("3-9"): a small, round face low in the frame with large eyes; adult ("30-39"):
-                       dark, brown or blond hair; elderly ("more than 70"): silver hair, thick glasses and
+                       black, brown or auburn hair; elderly ("more than 70"): silver hair, thick glasses and
                        forehead lines
-    race group         assigned at random from four FairFace groups, independently of the drawing (skin tone
-                       included): the control. A model that beats chance on it reads labels through a leak
-                       (file names, order, prompt), not pixels.
+    race group         four FairFace groups, balanced and shuffled apart from gender and age, independently
+                       of the drawing (skin tone included): the control. A model that beats chance on it
+                       reads labels through a leak (file names, order, prompt), not pixels.
 
 Each age group is drawn as one FairFace age bin, so an answer is either that bin or wrong. Labels are balanced
-(gender and age cycle through every combination, then the order is shuffled by seed).
+(gender x age and race each cycle through their values, then are shuffled by seed, separately).
 
 `benchmark` writes single-image multiple-choice questions about the `val` faces only (never trained on) in
 the FaceXBench layout: BENCH/<stem>.json and BENCH/images/<stem>/question_<n>.png, one file per task
@@ -22,7 +22,7 @@ questions the four world groups, gender questions both genders: a model that ign
 better than the most frequent answer (`chance` in the task header says how well that is).
 
     python -m facellm.testing.face_world world --out saves/face-world --train 400 --val 120
-    python -m facellm.testing.face_world benchmark --world saves/face-world --out saves/face-world-bench
+    python -m facellm.testing.face_world benchmark --world saves/face-world --out saves/face-world-benchmark
 """
 
 from __future__ import annotations
@@ -47,21 +47,24 @@ WORLD_RACES = ("White", "Black", "East Asian", "Indian")
 TASKS = ("gender", "age", "race")
 MARKER = "face_world.json"
 BENCHMARK_MARKER = "face_world_benchmark.marker"  # not *.json: every *.json there is a question file
-WORLD_VERSION = 1  # bump when the drawing or the label assignment changes
+WORLD_VERSION = 3  # bump when the drawing or the label assignment changes
 
 SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 129), (198, 134, 96), (141, 85, 54), (92, 58, 38)]
-YOUNG_HAIR = [(25, 20, 18), (75, 48, 30), (125, 85, 45), (205, 165, 95)]
+YOUNG_HAIR = [(25, 20, 18), (60, 38, 24), (95, 60, 32), (120, 45, 25)]  # dark: never mistaken for silver
 OLD_HAIR = (165, 165, 170)  # silver
 
 
 def world_records(count: int, split: str, rng: random.Random) -> list[FaceRecord]:
-    """COUNT balanced labels: gender x age group cycle; race drawn on its own; order shuffled."""
+    """COUNT balanced labels: gender x age group cycle, race cycles on its own; the two are shuffled apart, so
+    race says nothing of gender, age or the drawing."""
     combos = [(gender, age) for age in AGE_GROUPS.values() for gender in GENDERS]
-    labels = [(*combos[index % len(combos)], rng.choice(WORLD_RACES)) for index in range(count)]
-    rng.shuffle(labels)
+    drawn = [combos[index % len(combos)] for index in range(count)]
+    races = [WORLD_RACES[index % len(WORLD_RACES)] for index in range(count)]
+    rng.shuffle(drawn)
+    rng.shuffle(races)
     return [
         FaceRecord(file=f"{split}/{index + 1}.jpg", age=age, gender=gender, race=race)
-        for index, (gender, age, race) in enumerate(labels)
+        for index, ((gender, age), race) in enumerate(zip(drawn, races, strict=True))
     ]
 
 
@@ -73,7 +76,7 @@ def draw_face(record: FaceRecord, rng: random.Random, size: int = IMAGE_SIZE) ->
     draw = ImageDraw.Draw(image)
     child, elderly = record.age == AGE_GROUPS["child"], record.age == AGE_GROUPS["elderly"]
     female = record.gender == "Female"
-    scale = 0.6 if child else 1.0
+    scale = 0.52 if child else 1.0
     cx = size / 2 + rng.uniform(-8, 8)
     cy = size / 2 + (22 if child else 0) + rng.uniform(-6, 6)
     half_w, half_h = (
@@ -243,13 +246,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     world = commands.add_parser("world", help="draw the faces (FairFace layout, train and val splits)")
-    world.add_argument("--out", type=Path, required=True, help="FairFace root to write (new or empty folder)")
+    world.add_argument(
+        "--out", type=Path, default=Path("saves/face-world"),
+        help="FairFace root to write: new, empty, or holding this very world (default: %(default)s)",
+    )  # fmt: skip
     world.add_argument("--train", type=int, default=400, help="train faces (default: %(default)s)")
     world.add_argument("--val", type=int, default=120, help="val (held-out) faces (default: %(default)s)")
     world.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     bench = commands.add_parser("benchmark", help="held-out multiple-choice questions about the val faces")
-    bench.add_argument("--world", type=Path, required=True, help="a world written by the `world` command")
-    bench.add_argument("--out", type=Path, required=True, help="benchmark folder to write (new or empty)")
+    bench.add_argument(
+        "--world", type=Path, default=Path("saves/face-world"),
+        help="a world written by the `world` command (default: %(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--out", type=Path, default=Path("saves/face-world-benchmark"),
+        help="benchmark folder to write, new or empty (default: %(default)s)",
+    )  # fmt: skip
     bench.add_argument(
         "--per-task",
         type=int,
