@@ -261,7 +261,9 @@ def ledger_lines_tolerant(out):
     ]
 
 
-def test_api_key_never_reaches_outputs_or_logs(tmp_path):
+def test_api_key_never_reaches_outputs_or_logs(tmp_path, capsys):
+    from facellm.data.generate import main
+
     out = tmp_path / "out"
     with LocalEndpoint(api_key=API_KEY, faults=["500", "401"]) as endpoint:
         result = run_command(
@@ -270,17 +272,18 @@ def test_api_key_never_reaches_outputs_or_logs(tmp_path):
         )  # fmt: skip
     assert_one_line_error(result, "rejected the API key", "re-run to resume")
     assert "[redacted]" in result.stderr  # the endpoint echoed the key; we did not
+    # the same command twice more, in this process (the first run above is the subprocess one)
     with LocalEndpoint(api_key=API_KEY, faults=["400"], batch_faults=["error"]) as endpoint:
-        result2 = run_command(
-            sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
-            "--limit", "2", "--base-url", endpoint.base_url, "--backend", "batch", "--poll-interval", "0.05",
-        )  # fmt: skip
+        result2 = run_main(main, [
+            "--fairface-root", str(SAMPLE_FACES), "--out", str(out), "--limit", "2", "--base-url",
+            endpoint.base_url, "--backend", "batch", "--poll-interval", "0.05", "--no-progress",
+        ], capsys)  # fmt: skip
     assert result2.returncode == 0, result2.stderr
     with LocalEndpoint(api_key=API_KEY, faults=["400"]) as endpoint:
-        result3 = run_command(
-            sys.executable, "fairfacegpt.py", "--fairface-root", str(SAMPLE_FACES), "--out", str(out),
-            "--limit", "3", "--base-url", endpoint.base_url,
-        )  # fmt: skip
+        result3 = run_main(main, [
+            "--fairface-root", str(SAMPLE_FACES), "--out", str(out), "--limit", "3", "--base-url",
+            endpoint.base_url, "--no-progress",
+        ], capsys)  # fmt: skip
     assert result3.returncode == 1 and "rejected by the endpoint" in result3.stdout
     texts = [result3.stdout, result3.stderr, result.stdout, result.stderr, result2.stdout, result2.stderr]
     texts += [p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file()]
