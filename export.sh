@@ -4,9 +4,6 @@
 # model card. ./export.sh --help for the options.
 set -euo pipefail
 
-if ! command -v llamafactory-cli >/dev/null 2>&1; then
-  echo "error: llamafactory-cli not found: run 'make install' or use 'uv run ./export.sh ...'" >&2
-  exit 2
-fi
-python=$(dirname "$(command -v llamafactory-cli)")/python
+# shellcheck source=facellm/common/environment.sh
+source "$(dirname "${BASH_SOURCE[0]}")/facellm/common/environment.sh"
 exec "$python" -m facellm.train.export "$@"

@@ -70,7 +70,8 @@ if [ -e "$model" ] && [ ! -f "$model/config.json" ]; then
   fi
   exit 2
 fi
-command -v llamafactory-cli >/dev/null || { echo "error: llamafactory-cli not found; run 'make install' and use 'uv run ./serve.sh'" >&2; exit 2; }
+# shellcheck source=facellm/common/environment.sh
+source "$(dirname "${BASH_SOURCE[0]}")/facellm/common/environment.sh"
 
 # A port already taken (or a host that is not this machine's) fails now, not after loading the model.
 # uvicorn binds every address HOST resolves to, with SO_REUSEADDR; so does this probe.

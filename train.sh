@@ -7,10 +7,6 @@
 # is loaded; a run resumes from the newest complete checkpoint in its output_dir. ./train.sh --help for more.
 set -euo pipefail
 
-if ! command -v llamafactory-cli >/dev/null 2>&1; then
-  echo "error: llamafactory-cli not found: run 'make install' or use 'uv run ./train.sh ...'" >&2
-  exit 2
-fi
-# the Python of the environment that holds LLaMA-Factory, whatever `python` is on PATH
-python=$(dirname "$(command -v llamafactory-cli)")/python
+# shellcheck source=facellm/common/environment.sh
+source "$(dirname "${BASH_SOURCE[0]}")/facellm/common/environment.sh"
 exec "$python" -m facellm.train.launch "$@"

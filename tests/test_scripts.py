@@ -1,5 +1,9 @@
 """train.sh and export.sh refuse bad input with one clear line before starting LLaMA-Factory."""
 
+import shutil
+import subprocess
+
+import pytest
 import yaml
 
 from tests.support import REPO, assert_one_line_error, run_command
@@ -46,3 +50,28 @@ def test_recipes_keep_remote_code_off_and_the_released_lora_settings():
             continue
         assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"]) == (16, 32, 0), recipe
         assert config["dataset"] == "fairfacegpt", recipe
+
+
+@pytest.mark.parametrize("script", ["train.sh", "export.sh", "serve.sh"])
+def test_launchers_find_the_project_environment_from_a_bare_shell(script, tmp_path):
+    # a new shell after `make install`: no virtualenv activated, no `uv run`, nothing of the project on PATH
+    bare = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        ["bash", script, "--help"], cwd=REPO, env=bare, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "usage:" in result.stdout + result.stderr, result.stderr
+    # a copy of the scripts with no environment beside it says how to install one, in one line
+    copy = tmp_path / "checkout"
+    (copy / "facellm" / "common").mkdir(parents=True)
+    shutil.copy(REPO / script, copy / script)
+    shutil.copy(REPO / "facellm" / "common" / "environment.sh", copy / "facellm" / "common")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    args = ["--help"] if script != "serve.sh" else ["--model", str(tmp_path / "model")]
+    result = subprocess.run(
+        ["bash", script, *args], cwd=copy, env=bare, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"error: the project's environment is not installed ({copy}/.venv/bin/llamafactory-cli not found): "
+        f"run 'make install' in {copy}"
+    ], result.stderr
