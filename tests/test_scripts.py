@@ -75,3 +75,14 @@ def test_launchers_find_the_project_environment_from_a_bare_shell(script, tmp_pa
         f"error: the project's environment is not installed ({copy}/.venv/bin/llamafactory-cli not found): "
         f"run 'make install' in {copy}"
     ], result.stderr
+
+
+def test_the_dry_run_endpoint_and_serve_sh_do_not_share_a_default_port():
+    import re
+
+    from facellm.testing.local_endpoint import DEFAULT_PORT
+
+    serve = int(re.search(r"^port=(\d+)$", (REPO / "serve.sh").read_text(), re.MULTILINE).group(1))
+    assert serve != DEFAULT_PORT  # both may run at once, as the README's dry run and serving sections do
+    readme = (REPO / "README.md").read_text()
+    assert f"--base-url http://127.0.0.1:{DEFAULT_PORT}/v1" in readme and f"127.0.0.1:{serve}/v1" in readme

@@ -7,7 +7,7 @@ say what the request contained (the image's sha256, the label hint, the question
 that every answer belongs to its image. Faults are scripted: each name in `faults` is consumed by one chat
 request, in arrival order.
 
-    python -m facellm.testing.local_endpoint --port 8000 --latency 0.5     # then --base-url http://127.0.0.1:8000/v1
+    python -m facellm.testing.local_endpoint --latency 0.5     # then --base-url http://127.0.0.1:8001/v1
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ FAULTS = (
 )
 REFUSAL = "I'm sorry, but I can't help with that request."
 JSON_QUESTION = re.compile(r'^"(\w+)": (.+)$', re.MULTILINE)
+
+DEFAULT_PORT = 8001  # next to serve.sh's 8000, not on it
 
 
 class _Server(ThreadingHTTPServer):
@@ -235,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve a deterministic OpenAI-compatible endpoint on 127.0.0.1 (for dry runs of "
         "fairfacegpt.py without a paid API).",
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT,
+        help="(default: %(default)s; serve.sh takes 8000, so both can run at once)",
+    )  # fmt: skip
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
     parser.add_argument("--model", default="gpt-4o-2024-11-20", help="model id listed by /v1/models")
     args = parser.parse_args(argv)
