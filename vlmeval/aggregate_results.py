@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="python vlmeval/aggregate_results.py",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a misspelt flag is an error, never a guess at a longer one
     )
     parser.add_argument(
-        "--results_dir", "--results-dir", type=Path, default=None,
+        "--results-dir", "--results_dir", type=Path, default=None,
         help="a model's results folder, or the folder holding it as MODEL/ (with --model)",
     )  # fmt: skip
     parser.add_argument(
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plot: {plot(args.plot)}")
         return
     if args.results_dir is None:
-        parser.error("--results_dir is required")
+        parser.error("--results-dir is required")
     if args.exclude_contaminated and args.contamination is None:
         parser.error("--exclude-contaminated needs --contamination FILE")
 

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python vlmeval/evaluate.py",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a misspelt flag is an error, never a guess at a longer one
     )
     parser.add_argument(
         "--model", default="FaceLLM-1B", help="name in VLMEvalKit's supported_VLM (default: %(default)s)"
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         help="where results go, outside --benchmark-dir (default: saves/facexbench/MODEL)",
     )  # fmt: skip
     parser.add_argument(
-        "--prepend_text", "--prepend-text", dest="prepend", action="store_true",
+        "--prepend-text", "--prepend_text", dest="prepend", action="store_true",
         help="put each file's task instruction (prepend_text) before the question; off by default, as in "
         "the authors' evaluation",
     )  # fmt: skip

@@ -46,14 +46,30 @@ def read_json(path: Path) -> object:
         raise FaceLLMError(f"{path}: corrupt JSON ({error}); move it away to start this file again") from None
 
 
-def resolve_inside(root: Path, relative: str, source: str) -> Path:
+def resolve_inside(root: Path, written: str, source: str) -> Path:
     """Join a path read from a data file to its declared root, refusing anything that escapes the root.
 
-    The check is on the path as written (no `..`, not absolute), not on where symlinks point: datasets
-    managed by DVC, git-annex or a hub cache are symlink farms whose targets live elsewhere."""
-    if "\0" in relative:
-        raise FaceLLMError(f"{source}: path {relative!r} contains a NUL byte")
-    normalised = os.path.normpath(relative)
-    if os.path.isabs(relative) or normalised == ".." or normalised.startswith(".." + os.sep):
-        raise FaceLLMError(f"{source}: path {relative!r} escapes its root folder {root}")
-    return Path(os.path.abspath(root)) / normalised
+    A relative path is taken from the root; an absolute one (a list made by `find $PWD ...`) is accepted
+    when it lies inside the root. The check is on the path as written (`..` collapsed, then no way out),
+    not on where symlinks point: datasets managed by DVC, git-annex or a hub cache are symlink farms whose
+    targets live elsewhere. An absolute path that spells the root another way (through a symlinked folder,
+    /tmp for /private/tmp) is judged by the real folder holding it, never by where the file itself points."""
+    if "\0" in written:
+        raise FaceLLMError(f"{source}: path {written!r} contains a NUL byte")
+    base = os.path.abspath(root)
+    relative = _inside(base, written) if os.path.isabs(written) else os.path.normpath(written)
+    if relative is None or relative == ".." or relative.startswith(".." + os.sep):
+        raise FaceLLMError(f"{source}: path {written!r} escapes its root folder {base}")
+    return Path(base) / relative
+
+
+def _inside(base: str, absolute: str) -> str | None:
+    """ABSOLUTE relative to the folder BASE, or None when it lies outside BASE."""
+    path = os.path.normpath(absolute)
+    if os.path.commonpath([base, path]) == base:
+        return os.path.relpath(path, base)
+    real_base = os.path.realpath(base)
+    folder = os.path.realpath(os.path.dirname(path))  # the folder, not the file: symlink farms stay inside
+    if os.path.commonpath([real_base, folder]) == real_base:
+        return os.path.relpath(os.path.join(folder, os.path.basename(path)), real_base)
+    return None

@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         "(Ctrl-C: rerun the same command to resume).",
         epilog="The API key is read from OPENAI_API_KEY only. Prompts and aspects are files in "
         "data/prompts/ (see --prompts-dir).",
+        allow_abbrev=False,  # a misspelt flag is an error, never a guess at a longer one
     )
     add_options(parser, Config)
     add_progress_option(parser)

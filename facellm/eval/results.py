@@ -2,7 +2,8 @@
 
 `<results>/<task>.json` is the input question file with a `prediction` (or an `error`) added to every asked
 question; shard I of N writes the same files into `<results>/shards/I-of-N/`. `run.json` ties the folder and
-each of its shard folders to one model and its prompt settings.
+each of its shard folders to one model and its prompt settings; a folder whose run answered nothing (its model
+did not load, every question failed) is taken over by the next run instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from facellm.common.cli import FaceLLMError, changed_settings
 from facellm.common.files import read_json, write_json_atomic
 from facellm.eval.facexbench import Task
-from facellm.eval.scoring import RUN_FILE, read_identity
+from facellm.eval.scoring import OWN_FILES, RESULTS_JSON, RESULTS_TEXT, RUN_FILE, SUMMARY_FILE, read_identity
 
 SHARDS_DIR = "shards"
 
@@ -113,17 +114,57 @@ def check_folders(benchmark_dir: Path, results_dir: Path) -> None:
 def _other_run(folder: Path, recorded: dict, identity: dict) -> FaceLLMError:
     return FaceLLMError(
         f"{folder}: holds results of {recorded.get('model')!r} made with other settings "
-        f"({changed_settings(recorded, identity)}); use another --results-dir, or the same settings to resume"
+        f"({changed_settings(recorded, identity)}); use another --results-dir, delete the folder, or rerun "
+        "with the old settings to resume"
     )
 
 
-def check_results_dir(folder: Path, identity: dict) -> None:
-    """Refuse to mix the answers of two models (or two checkpoints, or two prompt settings) in one folder."""
-    recorded = read_identity(folder)
-    if recorded and recorded != identity:
-        raise _other_run(folder, recorded, identity)
-    if not recorded:
-        write_json_atomic(folder / RUN_FILE, identity)
+def _results_files(folder: Path) -> dict[Path, dict]:
+    """FOLDER's results files, read: its JSON files with a 'questions' object (its own files aside)."""
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        saved = read_json(path) if path.name not in OWN_FILES else None
+        if isinstance(saved, dict) and isinstance(saved.get("questions"), dict):
+            found[path] = saved
+    return found
+
+
+def _answered(saved: dict) -> bool:
+    return any(isinstance(q, dict) and "prediction" in q for q in saved["questions"].values())
+
+
+def _take_over(folder: Path, identity: dict) -> None:
+    """Record IDENTITY in FOLDER, whose run answered nothing: that run's errors and reports are dropped."""
+    for path, saved in _results_files(folder).items():
+        questions = saved["questions"]
+        if any(isinstance(q, dict) and "error" in q for q in questions.values()):
+            cleared = {
+                n: {k: v for k, v in q.items() if k != "error"} if isinstance(q, dict) else q
+                for n, q in questions.items()
+            }
+            write_json_atomic(path, {**saved, "questions": cleared})
+    for name in (SUMMARY_FILE, RESULTS_JSON, RESULTS_TEXT):
+        (folder / name).unlink(missing_ok=True)
+    write_json_atomic(folder / RUN_FILE, identity)
+
+
+def check_results_dir(results_dir: Path, identity: dict, shard_dir: Path | None = None) -> None:
+    """Refuse to mix the answers of two models (or two checkpoints, or two prompt settings) in one results
+    folder, and record IDENTITY in it and in SHARD_DIR. A folder recorded for another run is refused when
+    it holds a prediction (the results folder: in it or in any of its shard folders), else taken over."""
+    folders = [results_dir, *shard_folders(results_dir)]
+    for folder in folders:
+        recorded = read_identity(folder)
+        if not recorded or recorded == identity:
+            continue
+        scope = folders if folder == results_dir else [folder]
+        if any(_answered(saved) for f in scope for saved in _results_files(f).values()):
+            raise _other_run(folder, recorded, identity)
+        _take_over(folder, identity)
+    for folder in (results_dir, shard_dir):
+        if folder is not None and not (folder / RUN_FILE).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / RUN_FILE, identity)
 
 
 def read_answers(folder: Path, tasks: list[Task]) -> Answers:

@@ -14,7 +14,8 @@ files an unsharded run writes. The shard that completes
 the set merges on its own; `merge` (evaluate.py --merge) does it by hand.
 
 `run.json` ties a results folder, and each of its shard folders, to one model name, model path and prompt
-settings; another combination is refused instead of mixed in.
+settings; another combination is refused instead of mixed in, unless the folder holds no answer (a run whose
+model did not load, or whose every question failed, does not claim it).
 """
 
 from __future__ import annotations
@@ -205,11 +206,8 @@ def evaluate(
     check_folders(benchmark_dir, results_dir)
     tasks = _prepare(benchmark_dir, limit)
     results_dir.mkdir(parents=True, exist_ok=True)
-    check_results_dir(results_dir, identity)
     out = results_dir / SHARDS_DIR / shard.name if shard else results_dir
-    if shard:
-        out.mkdir(parents=True, exist_ok=True)
-        check_results_dir(out, identity)
+    check_results_dir(results_dir, identity, out)
     known = known_answers(results_dir, tasks, identity)
     mine = read_answers(out, tasks) if shard else known  # what this run's folder will hold
     pending = [

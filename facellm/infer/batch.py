@@ -1,8 +1,9 @@
 """Answering many images with one model load: inputs from a folder or a list, answers to a JSONL file.
 
 Inputs: a folder (its image files, sorted), a `.txt` list (one path per line, `#` comments), or a `.jsonl`
-list (`{"image": PATH, "prompt": optional}` per line). Paths in a list are relative to the list's folder and
-may not leave it; two spellings of one file (`1.jpg`, `./1.jpg`, `sub/../1.jpg`) are one image. Each answer
+list (`{"image": PATH, "prompt": optional}` per line). Paths in a list are relative to the list's folder or
+absolute (`find $PWD -name '*.jpg'`), and may not leave that folder: a line that does fails alone, its error
+in OUT. Spellings of one file (`1.jpg`, `./1.jpg`, `sub/../1.jpg`, `$PWD/1.jpg`) are one image. Each answer
 is one line of OUT (image, prompt, answer, tokens, latency); an image that cannot be read gets a line with
 its error and the run goes on. Lines already in OUT are skipped, so an interrupted run resumes where it
 stopped.
@@ -41,7 +42,7 @@ def list_items(source: Path, default_prompt: str) -> list[Item]:
     elif not source.is_file():
         raise FaceLLMError(f"{source}: no such folder or list file")
     elif source.suffix.lower() in IMAGE_SUFFIXES:
-        raise FaceLLMError(f"{source}: an image, not a folder or list; ask about one image with --path_image")
+        raise FaceLLMError(f"{source}: an image, not a folder or list; ask about one image with --path-image")
     else:
         try:
             lines = source.read_text(encoding="utf-8").splitlines()
@@ -61,7 +62,7 @@ def _text_items(source: Path, lines: list[str], prompt: str):
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if line and not line.startswith("#"):
-            yield Item(line, resolve_inside(source.parent, line, f"{source}:{number}"), prompt)
+            yield _item(source, number, line, prompt)
 
 
 def _jsonl_items(source: Path, lines: list[str], default_prompt: str):
@@ -79,9 +80,17 @@ def _jsonl_items(source: Path, lines: list[str], default_prompt: str):
             raise FaceLLMError(f"{source}:{number}: the prompt must be a text, not {json.dumps(prompt)}")
         if not prompt.strip():
             raise FaceLLMError(f"{source}:{number}: the prompt is empty")
-        path = resolve_inside(source.parent, row["image"], f"{source}:{number}")
         error = None if is_text(prompt) else f"{source}:{number}: the prompt is not valid UTF-8 text"
-        yield Item(row["image"], path, prompt, error)
+        yield _item(source, number, row["image"], prompt, error)
+
+
+def _item(source: Path, number: int, image: str, prompt: str, error: str | None = None) -> Item:
+    """Line NUMBER's item; a path outside the list's folder is that line's error, not the list's."""
+    try:
+        return Item(image, resolve_inside(source.parent, image, f"{source}:{number}"), prompt, error)
+    except FaceLLMError as problem:
+        hint = "paths in a list are relative to its folder, or absolute inside it"
+        return Item(image, Path(image), prompt, f"{problem}; {hint}")
 
 
 def open_answers(out: Path, settings: dict) -> Ledger:

@@ -35,14 +35,19 @@ def _loader(max_pixels: int | None, crop: bool):
     return load
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python inference.py",
         description="Ask a FaceLLM (or any InternVL3-hf) model about a face image, or about every image of "
         "a folder or list (batch mode: one JSONL line per image, resumable).",
+        allow_abbrev=False,  # --image must not quietly mean --images
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--path_image", "--path-image", help="one face image (JPEG, PNG, WebP, TIFF, ...)")
+    # required, checked after parsing: a misspelt `--image face.jpg` is named as unrecognized, not as missing
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--path-image", "--path_image", dest="path_image",
+        help="one face image (JPEG, PNG, WebP, TIFF, ...)",
+    )  # fmt: skip
     source.add_argument("--images", type=Path, help="batch mode: a folder of images, a .txt or a .jsonl list")
     parser.add_argument("--prompt", default="Describe this face in detail.", help="question to ask")
     parser.add_argument(
@@ -71,7 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None, help="batch mode: answers JSONL (required)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch mode: images per forward pass")
     add_progress_option(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.path_image is None and args.images is None:
+        parser.error("one of the arguments --path-image/--path_image --images is required")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.temperature < 0:

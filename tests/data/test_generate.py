@@ -684,3 +684,13 @@ def test_label_items_of_an_unreadable_image_fail_with_the_others(tmp_path):
     failed = [line for line in ledger_lines(tmp_path / "out") if line["status"] == "failed"]
     assert {line["image"] for line in failed} == {"val/2.jpg"} and len(failed) == 14
     assert {r["images"][0] for r in dataset(tmp_path / "out")} == {"val/1.jpg"}
+
+
+def test_flags_are_never_abbreviated(tmp_path, capsys):
+    """`--fairface` is not taken for `--fairface-root`: a misspelt flag is an argument error, not a guess."""
+    from facellm.data.generate import main
+
+    argv = ["--fairface", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--backend", "labels"]
+    result = run_main(main, argv, capsys)
+    assert result.returncode == 2 and "unrecognized arguments: --fairface " in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -333,6 +333,8 @@ def test_evaluate_cli_missing_image_and_results_of_another_model(bench, tmp_path
     results = tmp_path / "r"
     results.mkdir()
     (results / "run.json").write_text(json.dumps({"model": "FaceLLM-8B", "model_path": "x"}))
+    answered = {"questions": {"1": {"prediction": "A"}}}  # a folder whose run answered nothing is taken over
+    (results / "sample_single_mcq_age.json").write_text(json.dumps(answered))
     result = evaluate_cli("--benchmark-dir", str(bench), "--results-dir", str(results), capsys=capsys)
     assert_one_line_error(result, str(results), "holds results of", "FaceLLM-8B")
     (bench / "images" / "sample_single_mcq_age" / "question_2.png").rename(tmp_path / "away.png")

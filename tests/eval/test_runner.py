@@ -365,3 +365,94 @@ def test_blank_image_answers_are_kept_apart_from_real_ones(bench, tmp_path):
     blank = {**IDENTITY, "blank_images": True}  # what evaluate.py --blank-images records
     with pytest.raises(FaceLLMError, match="blank_images"):
         evaluate(OracleModel, blank, bench, results, progress=False, blank_images=True)
+
+
+def cannot_load():
+    raise FaceLLMError("model path 'wrong/path' does not exist")  # what a mistyped --model-path raises
+
+
+WRONG = {**IDENTITY, "model_path": "wrong/path"}
+
+
+def errors_in(folder):
+    return [
+        q["error"]
+        for path in folder.glob("sample_*.json")
+        for q in saved(folder, path.stem)["questions"].values()
+        if "error" in q
+    ]
+
+
+def test_a_run_whose_model_cannot_be_loaded_leaves_the_folder_to_the_corrected_one(bench, tmp_path):
+    with pytest.raises(FaceLLMError, match="does not exist"):
+        evaluate(cannot_load, WRONG, bench, tmp_path / "r", progress=False)
+    model, summary = run(bench, tmp_path / "r")
+    assert len(model.calls) == 9 and summary["overall"]["answered"] == 9
+    assert json.loads((tmp_path / "r" / "run.json").read_text()) == IDENTITY
+
+
+def test_a_run_whose_every_question_failed_leaves_the_folder_to_another(bench, tmp_path):
+    results = tmp_path / "r"
+    failing = OracleModel(fail_on="\n")  # every prompt has one
+    summary = evaluate(lambda: failing, WRONG, bench, results, progress=False)
+    assert summary["overall"]["failed"] == 9 and len(errors_in(results)) == 9
+    # the corrected run answers half: the failed run's errors are not taken for its own
+    model, summary = run(bench, results, shard=Shard(0, 2))
+    assert len(model.calls) == 5 and not summary["merged"]
+    assert errors_in(results) == [] and not (results / "results.json").exists()
+    model, summary = run(bench, results, shard=Shard(1, 2))
+    assert len(model.calls) == 4 and summary["merged"]
+    scored = json.loads((results / "results.json").read_text())
+    assert scored["overall"]["answered"] == 9 and scored["model_path"] == IDENTITY["model_path"]
+
+
+def test_answers_of_one_run_refuse_another_in_one_line(bench, tmp_path):
+    run(bench, tmp_path / "r", limit=1)
+    other = {**IDENTITY, "max_new_tokens": 16}
+    with pytest.raises(FaceLLMError) as refused:
+        evaluate(OracleModel, other, bench, tmp_path / "r", progress=False)
+    assert str(refused.value) == (
+        f"{tmp_path / 'r'}: holds results of 'oracle' made with other settings (max_new_tokens 8 -> 16); "
+        "use another --results-dir, delete the folder, or rerun with the old settings to resume"
+    )
+    # answers kept in a shard folder only claim the whole results folder too
+    run(bench, tmp_path / "sharded", shard=Shard(0, 2))
+    for shard in (None, Shard(1, 2), Shard(0, 2)):
+        with pytest.raises(
+            FaceLLMError, match=r"sharded: holds results of 'oracle' .*max_new_tokens 8 -> 16"
+        ):
+            evaluate(OracleModel, other, bench, tmp_path / "sharded", progress=False, shard=shard)
+    assert json.loads((tmp_path / "sharded" / "run.json").read_text()) == IDENTITY
+
+
+def test_shards_of_a_run_that_answered_nothing_are_taken_over(bench, tmp_path):
+    results = tmp_path / "r"
+    with pytest.raises(FaceLLMError, match="does not exist"):
+        evaluate(cannot_load, WRONG, bench, results, progress=False, shard=Shard(0, 2))
+    failing = OracleModel(fail_on="\n")
+    evaluate(lambda: failing, WRONG, bench, results, progress=False, shard=Shard(1, 2))
+    models = [run(bench, results, shard=Shard(index, 2))[0] for index in range(2)]
+    assert [len(m.calls) for m in models] == [5, 4]
+    assert merge(bench, results)["overall"] == {"questions": 9, "answered": 9, "failed": 0, "pending": 0}
+    for folder in (results, *sorted((results / "shards").iterdir())):
+        assert json.loads((folder / "run.json").read_text()) == IDENTITY
+    assert errors_in(results / "shards" / "1-of-2") == []
+
+
+@pytest.mark.parametrize("script", ["evaluate", "aggregate_results"])
+def test_flags_take_both_spellings_hyphens_first_and_are_never_abbreviated(script, tmp_path, capsys):
+    from tests.support import run_main
+
+    main = import_file(REPO / "vlmeval" / f"{script}.py", f"facellm_vlmeval_{script}_script").main
+    shown = run_main(main, ["--help"], capsys)
+    assert shown.returncode == 0, shown.stderr
+    pairs = re.findall(r"(--[a-z-]+)(?: [A-Z_]+)?, (--[a-z_]+)", shown.stdout)
+    assert pairs and all(hyphens == underscores.replace("_", "-") for hyphens, underscores in pairs)
+    assert set(re.findall(r"--[a-z]+_[a-z_]+", shown.stdout)) == {underscores for _, underscores in pairs}
+    refused = run_main(main, ["--results", str(tmp_path)], capsys)  # a prefix of --results-dir
+    assert refused.returncode == 2 and "unrecognized arguments: --results" in refused.stderr, refused.stderr
+    before = ["--benchmark-dir", str(tmp_path)] if script == "evaluate" else []  # results inside: refused
+    for flag in ("--results-dir", "--results_dir"):  # taken either way: the folder's own error, not usage
+        given = run_main(main, [*before, flag, str(tmp_path / "none")], capsys)
+        assert given.returncode != 0 and "usage:" not in given.stderr, given.stderr
+        assert str(tmp_path / "none") in given.stderr and "results folder" in given.stderr, given.stderr

@@ -2,11 +2,12 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from facellm.common.cli import FaceLLMError
-from facellm.infer.batch import list_items
+from facellm.infer.batch import list_items, open_answers, run_batch
 from facellm.infer.cli import main
 from facellm.infer.model import FaceLLMModel, Part
 from tests.support import SAMPLE_FACES, assert_one_line_error, run_main
@@ -79,7 +80,6 @@ def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"image": "../outside.jpg"}\n', "escapes its root"),
         ("not json\n", "list.jsonl:1: not a JSON line"),
         ('{"prompt": "x"}\n', 'list.jsonl:1: expected {"image"'),
     ],
@@ -89,6 +89,62 @@ def test_bad_list_lines_are_named(tmp_path, content, message):
     listing.write_text(content)
     with pytest.raises(FaceLLMError, match=message.replace("(", r"\(").replace("{", r"\{")):
         list_items(listing, "q")
+
+
+def test_absolute_paths_inside_the_list_folder_are_its_images_and_others_fail_alone(tmp_path):
+    """A list made by `find $PWD -name '*.jpg'`: absolute paths inside the list's folder are accepted (one
+    file written two ways is one image); a line outside it is that line's error, naming it and the folder."""
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for name in ("1.jpg", "sub/2.jpg"):
+        shutil.copy(FACES / "1.jpg", tmp_path / "photos" / name)
+    shutil.copy(FACES / "1.jpg", tmp_path / "secret.jpg")
+    root = tmp_path / "photos"
+    listing = root / "list.txt"
+    lines_ = [f"{root}/1.jpg", f"{root}/sub/2.jpg", "1.jpg", f"{tmp_path}/secret.jpg", "../secret.jpg"]
+    listing.write_text("\n".join(lines_) + "\n")
+    items = list_items(listing, "q")
+    assert [(item.image, item.path) for item in items if not item.error] == [
+        (f"{root}/1.jpg", root / "1.jpg"),
+        (f"{root}/sub/2.jpg", root / "sub" / "2.jpg"),
+    ]
+    errors = {item.image: item.error for item in items if item.error}
+    assert set(errors) == {f"{tmp_path}/secret.jpg", "../secret.jpg"}
+    assert errors["../secret.jpg"].startswith(
+        f"{listing}:5: path '../secret.jpg' escapes its root folder {root}"
+    )
+    assert (
+        f"{listing}:4: path '{tmp_path}/secret.jpg' escapes its root folder {root}"
+        in errors[f"{tmp_path}/secret.jpg"]
+    )
+    jsonl = root / "list.jsonl"
+    jsonl.write_text(f'{{"image": "{root}/1.jpg"}}\n{{"image": "../secret.jpg"}}\n')
+    assert [bool(item.error) for item in list_items(jsonl, "q")] == [False, True]
+
+
+class EchoModel:
+    """A stand-in for FaceLLMModel: answers each image with its size, so batch bookkeeping runs model-free."""
+
+    def check_fits(self, parts):
+        pass
+
+    def generate_batch(self, batch, **generation):
+        return [(f"{len(parts[0].value)} bytes", 1) for parts in batch]
+
+
+def test_a_line_outside_the_list_folder_is_recorded_as_failed_and_the_batch_goes_on(tmp_path):
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "list.txt").write_text(f"{tmp_path}/1.jpg\n/etc/hostname\n../x.jpg\n")
+    with open_answers(tmp_path / "out.jsonl", {}) as ledger:
+        items = list_items(tmp_path / "list.txt", "q")
+        counts = run_batch(EchoModel(), items, ledger, 8, Path.read_bytes, {}, progress=False)
+    assert counts == (1, 2, 0)
+    rows = {row["image"]: row for row in lines(tmp_path / "out.jsonl")}
+    assert rows[f"{tmp_path}/1.jpg"]["status"] == "done"
+    assert rows["/etc/hostname"]["status"] == rows["../x.jpg"]["status"] == "failed"
+    assert (
+        f"list.txt:2: path '/etc/hostname' escapes its root folder {tmp_path}"
+        in rows["/etc/hostname"]["error"]
+    )
 
 
 def test_batch_mode_needs_an_output_and_a_source(tiny_model, tmp_path, capsys):

@@ -239,3 +239,18 @@ def test_a_prompt_beyond_the_context_is_refused_and_the_answer_fits_in_it(model)
     with pytest.raises(FaceLLMError, match=rf"the prompt is \d+ tokens .* reads at most {limit}"):
         model.answer(FACE, "face " * (limit + 10))
     assert model._room(limit - 10) == 10  # a prompt that fits: the answer gets the positions left
+
+
+def test_flags_are_never_abbreviated_and_take_both_spellings(tmp_path, capsys):
+    """`--image` is not `--images` (no prefix guessing); `--path-image` is `--path_image`, hyphens first."""
+    result = run_main(main, ["--image", str(FACE)], capsys)
+    assert result.returncode == 2 and "unrecognized arguments: --image" in result.stderr, result.stderr
+    result = run_main(main, ["--path-image", str(FACE), "--max-new", "4"], capsys)
+    assert result.returncode == 2 and "unrecognized arguments: --max-new 4" in result.stderr, result.stderr
+    for flag in ("--path-image", "--path_image"):  # the image is read before the model: no model needed
+        result = run_main(main, ["--model", str(tmp_path), flag, str(tmp_path / "x.jpg")], capsys)
+        assert_one_line_error(result, "x.jpg", "image not found")
+    result = run_main(main, ["--model", str(tmp_path)], capsys)
+    assert result.returncode == 2 and "one of the arguments --path-image" in result.stderr
+    result = run_main(main, ["--help"], capsys)
+    assert result.returncode == 0 and "--path-image PATH_IMAGE, --path_image PATH_IMAGE" in result.stdout
