@@ -145,7 +145,7 @@ def test_a_full_fine_tuning_run_is_exported_as_it_is_and_verified(learned_tiny, 
     assert verification["adapter_effect"] > 1  # trained from the tiny base: the probe sees the training
     card = (merged / "README.md").read_text()
     assert "full fine-tuning (every weight)" in card and "| freeze_vision_tower | `False` |" in card
-    assert f"base_model: {tiny_model}" in card and "| steps | 800 |" in card
+    assert f"base_model: {tiny_model}" in card and "| steps | 640 |" in card
     damaged = Verifier(
         tiny_model.as_posix(), run, "intern_vl", "float32", "cpu", PROBE_IMAGE, PROBE_PROMPT, True
     )
