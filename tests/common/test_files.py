@@ -57,7 +57,7 @@ def test_absolute_paths_outside_the_root_are_refused_naming_path_and_root(tmp_pa
 def test_absolute_paths_through_symlinked_folders(tmp_path):
     """A root spelt through a symlinked folder ($PWD beside os.getcwd()) is still the root; a symlinked
     folder outside the root that does not lead into it is caught, as are `..` steps through a symlink."""
-    root = tmp_path / "root"
+    root = tmp_path / "faces"
     (root / "val").mkdir(parents=True)
     (tmp_path / "alias").symlink_to(root, target_is_directory=True)
     (tmp_path / "elsewhere").mkdir()
@@ -71,4 +71,4 @@ def test_absolute_paths_through_symlinked_folders(tmp_path):
         with pytest.raises(FaceLLMError, match="escapes its root folder"):
             resolve_inside(root, outside, "x")
     with pytest.raises(FaceLLMError, match="escapes its root folder"):  # relative paths: as before
-        resolve_inside(root, "val/../../root/../1.jpg", "x")
+        resolve_inside(root, "val/../../faces/../1.jpg", "x")
