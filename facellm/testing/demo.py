@@ -144,10 +144,10 @@ def signal_table(workdir: Path) -> dict:
     from facellm.common.files import read_json
 
     bench = workdir / "face-world-benchmark"
+    scored = {run: read_json(workdir / "results" / run / "results.json") for run in RUNS}
     table = {}
     for path in sorted(bench.glob("face_world_*.json")):
         task = read_json(path)
-        scored = {run: read_json(workdir / "results" / run / "results.json") for run in RUNS}
         row = {run: data["files"][path.stem]["accuracy"] / 100 for run, data in scored.items()}
         table[task["sub-category"]] = {**row, "chance": task["chance"], "questions": len(task["questions"])}
     return table

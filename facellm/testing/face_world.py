@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.cli import FaceLLMError, changed_settings, run_cli
 from facellm.common.files import read_json, write_json_atomic
 from facellm.common.mcq import LETTERS
 from facellm.data.fairface import AGE_BINS, COLUMNS, GENDERS, IMAGE_FOLDERS, FaceRecord, load_split
@@ -133,11 +133,7 @@ def _claim(out: Path, marker_name: str, fingerprint: dict, what: str) -> bool:
         previous = read_json(marker)
         if previous == fingerprint:
             return True
-        changed = ", ".join(
-            f"{key} {previous.get(key)!r} -> {value!r}"
-            for key, value in fingerprint.items()
-            if previous.get(key) != value
-        )
+        changed = changed_settings(previous if isinstance(previous, dict) else {}, fingerprint)
         raise FaceLLMError(
             f"{out}: holds another {what} ({changed}); choose another --out or delete that folder"
         )
