@@ -21,7 +21,9 @@ Read an option letter from every prediction of a FaceXBench results folder (writ
 or by the FaceXBench authors' script) and write, into that folder:
   results.txt   accuracy overall and per category, task (sub-category), image count and file
   results.json  the same, plus the letter read from each answer and the published numbers
-  facexbench_comparison.png  this run next to the published FaceLLM results (elsewhere with --plot)
+  facexbench_comparison.png  this run next to the published FaceLLM results (elsewhere with --plot); this
+                run's accuracy is written on its bars, a 0 included, and "n/a" marks a category of which the
+                results hold no question
 Letters are read by ordered rules (facellm/eval/facexbench.py); an answer that names no single option is
 "unparsed" and counts as wrong, as does a failed question. Accuracy = correct / (answered + failed).
 

@@ -31,6 +31,7 @@ from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.common.options import add_options, add_progress_option, from_args, option, positive
 from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
+from facellm.data.credentials import api_key, check_before_claiming
 from facellm.data.fairface import SPLITS, FaceRecord, load_split
 from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
@@ -111,7 +112,10 @@ class Config:
     batch_max_bytes: int = option(
         190_000_000, "bytes per batch file", parse=positive(int), group="batch backend"
     )
-    prices: Path = option(DEFAULT_PRICES, "price table", parse=Path, group="reports")
+    prices: Path | None = option(
+        None, "price table in USD per million tokens (default: data/prices.json); a model named in a table "
+        "given here is priced even on a local endpoint", parse=Path, group="reports",
+    )  # fmt: skip
     progress: bool = True
 
 
@@ -196,21 +200,6 @@ def _jobs(
     return jobs
 
 
-def _api_key() -> str:
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if not key:
-        raise FaceLLMError(
-            "OPENAI_API_KEY is not set: export it (a server without authentication accepts any value, "
-            "e.g. OPENAI_API_KEY=EMPTY)"
-        )
-    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
-        raise FaceLLMError(  # never printed: even a malformed key may be most of a real one
-            "OPENAI_API_KEY is malformed: it holds a space, a line break or a non-ASCII character; "
-            "set it to the key alone"
-        )
-    return key
-
-
 async def _run_remote(
     config: Config,
     jobs: list[Job],
@@ -226,7 +215,7 @@ async def _run_remote(
     from facellm.data.live import OpenAIBackend, Redactor, preflight
     from facellm.data.rate_limit import RateLimiter
 
-    key = _api_key()
+    key = api_key()
     redact = Redactor(key)
     client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout)
     try:
@@ -316,10 +305,13 @@ def generate(config: Config) -> Summary:
     _check_config(config)
     kinds = qa_items.parse_kinds(config.items)
     prompts = load_prompts(config.prompts_dir)
-    prices = load_prices(config.prices)
+    prices = load_prices(config.prices or DEFAULT_PRICES)
     settings = _settings(config)
     image_root, all_faces = load_split(config.fairface_root, config.split)
     faces = all_faces[: config.limit] if config.limit else all_faces
+    if config.backend != "labels" and "open" in kinds:  # refused for its key, a run leaves OUT as it was
+        aspects = [aspect.key for aspect in prompts.aspects]
+        check_before_claiming(config.out / LEDGER, [face.file for face in faces], aspects)
     config.out.mkdir(parents=True, exist_ok=True)
     # the ledger is the folder's lock: taken before run.json is read or written, so a second run with other
     # settings cannot rewrite it while the first one is still appending
@@ -347,14 +339,10 @@ def generate(config: Config) -> Summary:
 
     dataset_path, info_path = sharegpt.write_dataset(config.out, records)
     cost_report(
-        list(entries.values()),
-        prices,
-        settings.model,
-        config.backend == "batch",
-        len(faces),
-        len(all_faces),
-        config.out,
-    )
+        list(entries.values()), prices, settings.model, config.backend == "batch", len(faces),
+        len(all_faces), config.out, endpoint=config.base_url or os.environ.get("OPENAI_BASE_URL"),
+        own_table=config.prices is not None, offline=config.backend == "labels",
+    )  # fmt: skip
     fairness_report(faces, entries, config.out)
     write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
     _print_summary(summary, len(records), dataset_path, info_path, image_root, config.out)

@@ -8,7 +8,9 @@ Both are compiled from the ledger over the images of the run (so they are right 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlparse
 
 from facellm.common.cli import FaceLLMError
 from facellm.common.files import REPO, read_json, write_json_atomic, write_text_atomic
@@ -36,12 +38,61 @@ def load_prices(path: Path) -> dict:
     return table
 
 
+def is_local(url: str | None) -> bool:
+    """Whether URL names this machine (127.0.0.0/8, ::1, localhost, or 0.0.0.0, which connects here): a
+    server the user runs himself, not a paid API."""
+    try:
+        host = urlparse(url).hostname if url else None
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def choose_price(
+    prices: dict, model: str, endpoint: str | None, own_table: bool, offline: bool
+) -> tuple[dict | None, str, str]:
+    """(price per million tokens or None, pricing, the report's line on it). A model served on this machine
+    borrows no price from the bundled table because it is called gpt-4o (the default --model): only a table
+    the user passed (OWN_TABLE) prices it, for a local proxy to a paid API. No price is ever guessed."""
+    price = prices["models"].get(model)
+    if offline:
+        return None, "labels backend: no API cost", "labels backend: no API cost"
+    if is_local(endpoint) and not (own_table and price):
+        host = urlparse(endpoint).hostname
+        pricing = "local endpoint: no API cost"
+        return None, pricing, f"{pricing} ({host}; --prices FILE naming `{model}` prices it)"
+    if price is None:
+        why = f"no entry for `{model}` in the price table; pass one with --prices FILE"
+        return None, "price unknown", f"price unknown ({why})"
+    return price, "price table", ""
+
+
 def cost_report(
-    entries: list[dict], prices: dict, model: str, batch: bool, images: int, split_images: int, out: Path
+    entries: list[dict],
+    prices: dict,
+    model: str,
+    batch: bool,
+    images: int,
+    split_images: int,
+    out: Path,
+    *,
+    endpoint: str | None = None,
+    own_table: bool = False,
+    offline: bool = False,
 ) -> dict:
+    """Tokens and price of ENTRIES; ENDPOINT (the base URL), OWN_TABLE (prices given with --prices) and
+    OFFLINE (the labels backend) decide whether a price applies, see choose_price."""
     tokens_in = sum(int((e.get("usage") or {}).get("prompt_tokens", 0)) for e in entries)
     tokens_out = sum(int((e.get("usage") or {}).get("completion_tokens", 0)) for e in entries)
-    price = prices["models"].get(model)
+    price, pricing, note = choose_price(prices, model, endpoint, own_table, offline)
     summary = {
         "model": model,
         "batch_api": batch,
@@ -49,6 +100,7 @@ def cost_report(
         "items": len(entries),
         "prompt_tokens": tokens_in,
         "completion_tokens": tokens_out,
+        "pricing": pricing,
         "usd": None,
         "usd_projected_for_split": None,
         "split_images": split_images,
@@ -61,7 +113,7 @@ def cost_report(
         f"- tokens: {tokens_in:,} in, {tokens_out:,} out",
     ]
     if price is None:
-        lines.append(f"- price: no entry for `{model}` in the price table; pass one with --prices")
+        lines.append(f"- price: {note}")
     else:
         discount = float(prices.get("batch_discount", 1.0)) if batch else 1.0
         usd = (
@@ -162,7 +214,25 @@ def fairness_report(faces: list[FaceRecord], entries: dict[tuple[str, str], dict
     return tables
 
 
-def _plot(tables: dict[str, list[dict]], path: Path) -> None:
+def _absent(rows: list[dict]) -> str | None:
+    """What the rate panel has nothing of, said in the panel: bars of 0 % are invisible on the axis, and an
+    empty panel reads as a plot that failed, not as a run without refusals or failures."""
+    if all(row["refusal_rate"] is None for row in rows):
+        return "no QA items"
+    missing = [name for name in ("refusal", "failure") if not any(row[f"{name}_rate"] for row in rows)]
+    return " and ".join(f"no {name}s" for name in missing) or None
+
+
+def _note(axis, text: str) -> None:
+    axis.text(
+        0.5, 0.85, text, transform=axis.transAxes, ha="center", va="center", fontsize=11, color="dimgrey",
+        bbox={"facecolor": "white", "edgecolor": "none"},
+    )  # fmt: skip
+
+
+def fairness_figure(tables: dict[str, list[dict]]):
+    """The matplotlib figure of fairness.png: mean answer length (top) and refusal and failure rates
+    (bottom) per group of each attribute. The caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,29 +240,32 @@ def _plot(tables: dict[str, list[dict]], path: Path) -> None:
 
     figure, axes = plt.subplots(2, 3, figsize=(15, 7), constrained_layout=True)
     for column, (attribute, rows) in enumerate(tables.items()):
+        top, bottom = axes[0][column], axes[1][column]
         names = [f"{str(row[attribute]).replace('_', ' ')} (n={row['images']})" for row in rows]
-        axes[0][column].bar(names, [row["mean_answer_words"] or 0 for row in rows], color="#4c72b0")
-        axes[0][column].set_title(f"mean answer words by {attribute}")
+        top.bar(names, [row["mean_answer_words"] or 0 for row in rows], color="#4c72b0")
+        top.set_title(f"mean answer words by {attribute}")
+        if all(row["mean_answer_words"] is None for row in rows):
+            _note(top, "no answers")
         positions = range(len(rows))
-        axes[1][column].bar(
-            [p - 0.2 for p in positions],
-            [100 * (row["refusal_rate"] or 0) for row in rows],
-            0.4,
-            label="refusal",
-        )
-        axes[1][column].bar(
-            [p + 0.2 for p in positions],
-            [100 * (row["failure_rate"] or 0) for row in rows],
-            0.4,
-            label="failure",
-        )
-        axes[1][column].set_xticks(list(positions), names)
+        for offset, name in ((-0.2, "refusal"), (0.2, "failure")):
+            rates = [100 * (row[f"{name}_rate"] or 0) for row in rows]
+            bottom.bar([p + offset for p in positions], rates, 0.4, label=name)
+        bottom.set_xticks(list(positions), names)
         highest = max([100 * (row[k] or 0) for row in rows for k in ("refusal_rate", "failure_rate")])
-        axes[1][column].set_ylim(0, max(5.0, 1.2 * highest))  # rates of 0 % sit on the axis, not mid-plot
-        axes[1][column].set_title(f"refusal / failure rate (%) by {attribute}")
-        axes[1][column].legend()
-        for axis in (axes[0][column], axes[1][column]):
+        bottom.set_ylim(0, max(5.0, 1.2 * highest))  # rates of 0 % sit on the axis, not mid-plot
+        bottom.set_title(f"refusal / failure rate (%) by {attribute}")
+        bottom.legend(loc="upper right")
+        if absent := _absent(rows):
+            _note(bottom, absent)
+        for axis in (top, bottom):
             axis.tick_params(axis="x", labelrotation=45, labelsize=8)
+    return figure
+
+
+def _plot(tables: dict[str, list[dict]], path: Path) -> None:
+    figure = fairness_figure(tables)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=100)
     plt.close(figure)

@@ -248,15 +248,10 @@ def read_identity(results_dir: Path) -> dict:
     return identity
 
 
-def plot(path: Path, data: dict | None = None) -> Path:
-    """The published FaceLLM accuracies per category and the published overall ranking, with this run's
-    (DATA, when given) added to both. Written atomically to PATH."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    label = None if data is None else f"{data['model']} (this run)"
+def _category_panel(axis, data: dict | None, label: str | None) -> None:
+    """Bars per category: the published FaceLLM models, and this run's (hatched) with its value written on
+    each bar, since a score of 0 draws no bar at all, and "n/a" where the run has no question of a category
+    (a bar of 0 would claim a score it never had)."""
     categories = ["Overall", *CATEGORIES.values()]
     series = {
         name: [PUBLISHED_OVERALL[name], *values.values()] for name, values in PUBLISHED_CATEGORIES.items()
@@ -266,23 +261,34 @@ def plot(path: Path, data: dict | None = None) -> Path:
             data["overall"]["accuracy"],
             *(data["categories"].get(c, {}).get("accuracy") for c in categories[1:]),
         ]
-        series[label] = [float("nan") if v is None else v for v in mine]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
+        series[label] = mine
     width = 0.8 / len(series)
     for index, (name, values) in enumerate(series.items()):
         positions = [x + (index - (len(series) - 1) / 2) * width for x in range(len(categories))]
-        mine = name == label
-        left.bar(positions, values, width, label=name, hatch="//" if mine else None,
-                 edgecolor="black" if mine else None)  # fmt: skip
-    left.axhline(
+        if name != label:
+            axis.bar(positions, values, width, label=name)
+            continue
+        heights = [float("nan") if v is None else v for v in values]
+        axis.bar(positions, heights, width, label=name, hatch="//", edgecolor="black")
+        for x, value in zip(positions, values, strict=True):
+            shown = "n/a" if value is None else f"{value:.1f}"
+            inside = value is not None and value > 85  # above the bar it would run into the legend
+            axis.text(
+                x, (value or 0) + (-1 if inside else 1), shown, ha="center", va="top" if inside else "bottom",
+                fontsize=7, rotation=90, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+            )  # fmt: skip
+    axis.axhline(
         PUBLISHED_OVERALL["random"], color="grey", linestyle=":", linewidth=1, label="random (overall)"
     )
-    left.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
-    left.set_ylabel("accuracy (%)")
-    left.set_ylim(0, 100)
-    left.set_title("FaceXBench accuracy per category")
-    left.legend(fontsize=8, loc="upper right")
+    axis.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_ylim(0, 112)  # the legend's row above 100 %, clear of the bars
+    axis.set_yticks(range(0, 101, 20))
+    axis.set_title("FaceXBench accuracy per category")
+    axis.legend(fontsize=7, loc="upper center", ncol=len(series) + 1, frameon=False)
 
+
+def _ranking_panel(axis, data: dict | None, label: str | None) -> None:
     ranking = dict(PUBLISHED_OVERALL)
     if data is not None and data["overall"]["accuracy"] is not None:
         ranking[label] = data["overall"]["accuracy"]
@@ -290,12 +296,26 @@ def plot(path: Path, data: dict | None = None) -> Path:
     colours = [
         "tab:red" if n == label else "tab:blue" if n.startswith("FaceLLM") else "tab:grey" for n in names
     ]
-    right.barh(names, [ranking[n] for n in names], color=colours)
+    axis.barh(names, [ranking[n] for n in names], color=colours)
     for y, name in enumerate(names):
-        right.text(ranking[name] + 0.5, y, f"{ranking[name]:.2f}", va="center", fontsize=8)
-    right.set_xlim(0, 100)
-    right.set_xlabel("overall accuracy (%)")
-    right.set_title("Overall (published, and this run)" if data else "Overall (published)")
+        axis.text(ranking[name] + 0.5, y, f"{ranking[name]:.2f}", va="center", fontsize=8)
+    axis.set_xlim(0, 100)
+    axis.set_xlabel("overall accuracy (%)")
+    axis.set_title("Overall (published, and this run)" if data else "Overall (published)")
+
+
+def comparison_figure(data: dict | None = None):
+    """The published FaceLLM accuracies per category and the published overall ranking, with this run's
+    (DATA, when given) added to both: the figure of plot(). The caller closes it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = None if data is None else f"{data['model']} (this run)"
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
+    _category_panel(left, data, label)
+    _ranking_panel(right, data, label)
     subtitle = "published: FaceLLM paper (arXiv 2507.10300) and FaceXBench paper"
     if data is not None:
         subtitle += (
@@ -303,6 +323,14 @@ def plot(path: Path, data: dict | None = None) -> Path:
         )
     figure.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     figure.tight_layout(rect=(0, 0.04, 1, 1))
+    return figure
+
+
+def plot(path: Path, data: dict | None = None) -> Path:
+    """comparison_figure(DATA), written atomically to PATH."""
+    figure = comparison_figure(data)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=120)

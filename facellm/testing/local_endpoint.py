@@ -3,9 +3,9 @@
 It speaks the parts of the OpenAI HTTP API that FairFaceGPT uses: `GET /v1/models`,
 `POST /v1/chat/completions` (plain and JSON mode), and the Batch API (`POST /v1/files`,
 `GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`). Answers are deterministic and
-say what the request contained (the image's sha256, the label hint, the question), so a caller can check
-that every answer belongs to its image. Faults are scripted: each name in `faults` is consumed by one chat
-request, in arrival order.
+say what the request contained (the image's sha256, the labels of the hint, the question), so a caller can
+check that every answer belongs to its image; the hint's instructions are never repeated. Faults are
+scripted: each name in `faults` is consumed by one chat request, in arrival order.
 
     python -m facellm.testing.local_endpoint --latency 0.5     # then --base-url http://127.0.0.1:8001/v1
 """
@@ -22,6 +22,7 @@ import time
 from collections import deque
 from http.server import ThreadingHTTPServer
 
+from facellm.data.prompts import RACE_PHRASES
 from facellm.testing.endpoint_http import Handler
 
 FAULTS = (
@@ -42,6 +43,13 @@ FAULTS = (
 REFUSAL = "I'm sorry, but I can't help with that request."
 JSON_QUESTION = re.compile(r'^"(\w+)": (.+)$', re.MULTILINE)
 
+# The label values as facellm.data.prompts writes them into a hint, whatever the template around them says.
+LABEL_PATTERNS = {
+    "seen as": re.compile(r"\ban? (?:baby |teenage )?(?:boy|girl|man|woman)\b"),
+    "perceived gender": re.compile(r"\b(?:female|male)\b"),
+    "race group": re.compile(r"\b(?:" + "|".join(map(re.escape, RACE_PHRASES.values())) + r")\b"),
+    "age": re.compile(r"\b(?:\d+-\d+|over \d+) years old\b"),
+}
 DEFAULT_PORT = 8001  # next to serve.sh's 8000, not on it
 
 
@@ -60,6 +68,19 @@ def image_digests(messages: list[dict]) -> list[str]:
                 payload = url.split(",", 1)[1] if url.startswith("data:") else url
                 digests.append(hashlib.sha256(base64.b64decode(payload)).hexdigest())
     return digests
+
+
+def described_labels(hint: str) -> str:
+    """The labels that HINT (the first paragraph of the user text) gives, in the endpoint's own words.
+    The hint is never echoed: its instructions ("do not mention that you were given an annotation") would
+    read as leaked labels in a dataset made from these answers, and users train on dry-run data too."""
+    found = {name: pattern.search(hint) for name, pattern in LABEL_PATTERNS.items()}
+    said = [
+        match.group(0) if name == "seen as" else f"{name} {match.group(0)}"
+        for name, match in found.items()
+        if match
+    ]
+    return f"Seen: {', '.join(said)}." if said else "No labels given."
 
 
 def user_text(messages: list[dict]) -> str:
@@ -144,17 +165,17 @@ class LocalEndpoint:
         digests = image_digests(messages)
         text = user_text(messages)
         tag = f"image {digests[0][:16]}" if digests else "no image"
-        hint = text.split("\n\n", 1)[0]
+        seen = described_labels(text.split("\n\n", 1)[0])
         json_mode = (body.get("response_format") or {}).get("type") == "json_object"
         if fault == "refusal" or (digests and digests[0] in self.refuse_images):
             content = REFUSAL
         elif fault == "empty":
             content = ""
         elif json_mode:
-            answers = {key: f"{tag}. {hint} Answer to: {q.strip()}" for key, q in JSON_QUESTION.findall(text)}
+            answers = {key: f"{tag}. {seen} Answer to: {q.strip()}" for key, q in JSON_QUESTION.findall(text)}
             content = json.dumps(answers)
         else:
-            content = f"{tag}. {hint} Answer to: {text.rsplit(chr(10), 1)[-1].strip()}"
+            content = f"{tag}. {seen} Answer to: {text.rsplit(chr(10), 1)[-1].strip()}"
         if fault == "echo-key":
             content = f"{content} (your key is {self.api_key})"
         finish = "stop"

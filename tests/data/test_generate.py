@@ -310,6 +310,41 @@ def test_missing_key(tmp_path, monkeypatch):
     assert_one_line_error(result, "OPENAI_API_KEY is not set")
 
 
+def folder_state(folder):
+    """Every file and folder under FOLDER, each file with its bytes: what "left as it was" compares."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [(None, "OPENAI_API_KEY is not set"), ("sk abc", "OPENAI_API_KEY is malformed")],
+    ids=["missing", "malformed"],
+)
+def test_a_run_refused_for_its_key_leaves_out_as_it_was(tmp_path, monkeypatch, capsys, key, needle):
+    from facellm.data.generate import main
+
+    earlier = tmp_path / "earlier"
+    with LocalEndpoint(api_key=API_KEY) as endpoint:
+        run(endpoint, earlier, limit=1, items="open,short")
+    before = folder_state(earlier)
+    if key is None:
+        monkeypatch.delenv("OPENAI_API_KEY")
+    else:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+    # the short items of the second image come from the labels: not even they are written before the refusal
+    argv = ["--fairface-root", str(SAMPLE_FACES), "--limit", "2", "--items", "open,short", "--no-progress",
+            "--base-url", "http://127.0.0.1:9/v1"]  # fmt: skip
+    fresh = run_main(main, [*argv, "--out", str(tmp_path / "new" / "out")], capsys)
+    assert_one_line_error(fresh, needle)
+    assert not (tmp_path / "new").exists()
+    again = run_main(main, [*argv, "--out", str(earlier)], capsys)
+    assert_one_line_error(again, needle)
+    assert folder_state(earlier) == before
+    # nothing left to ask an endpoint: no key needed, as before
+    finished = run_main(main, [*argv[:-2], "--limit", "1", "--out", str(earlier)], capsys)
+    assert finished.returncode == 0, finished.stderr
+
+
 @pytest.mark.parametrize(
     ("url", "needle"),
     [("localhost:8000", "not an http(s) URL"), ("ftp://example.org/v1", "not an http(s) URL"),

@@ -9,6 +9,7 @@ from facellm.eval.scoring import (
     CATEGORIES,
     PUBLISHED_CATEGORIES,
     PUBLISHED_OVERALL,
+    comparison_figure,
     load_results,
     plot,
     report,
@@ -136,6 +137,41 @@ def test_plot_is_a_png(results, tmp_path):
         path = plot(tmp_path / "plots" / "p.png", data)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert not list((tmp_path / "plots").glob(".*"))  # no temporary file left
+
+
+def written_at_this_run(data):
+    """The text written at each of this run's bars in the per-category panel, in category order."""
+    import matplotlib.pyplot as plt
+
+    figure = comparison_figure(data)
+    panel = figure.axes[0]
+    mine = next(bars for bars in panel.containers if bars.get_label() == f"{data['model']} (this run)")
+    texts = {round(text.get_position()[0], 6): text.get_text() for text in panel.texts}
+    plt.close(figure)
+    return [texts.get(round(bar.get_x() + bar.get_width() / 2, 6)) for bar in mine]
+
+
+def test_comparison_plot_writes_a_zero_score_and_marks_categories_without_data(results):
+    for path in results.glob("sample_*.json"):
+        data = json.loads(path.read_text())
+        for question in data["questions"].values():
+            question.pop("error", None)
+            question["prediction"] = "A" if question["correct_answer_option"] != "A" else "B"
+        path.write_text(json.dumps(data))
+    data = report(load_results(results), IDENTITY)
+    assert data["overall"]["accuracy"] == 0.0 and set(data["categories"]) == {"Bias & Fairness"}
+    # Overall and Bias & Fairness score 0 (a bar of no height); the five other categories have no question
+    assert written_at_this_run(data) == ["0.0", "0.0", "n/a", "n/a", "n/a", "n/a", "n/a"]
+
+
+def test_comparison_plot_writes_this_run_values_and_nothing_on_the_published_bars(results):
+    import matplotlib.pyplot as plt
+
+    data = report(load_results(results), IDENTITY)
+    assert written_at_this_run(data) == ["70.0", "70.0", *["n/a"] * 5]
+    figure = comparison_figure(None)
+    assert list(figure.axes[0].texts) == []
+    plt.close(figure)
 
 
 def aggregate(*args):
