@@ -28,12 +28,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from facellm.common.cli import FaceLLMError, run_cli
 from facellm.common.files import REPO, write_json_atomic
+from facellm.common.transcript import output_to
 from facellm.testing.local_endpoint import LocalEndpoint
 
 SAMPLE_FACES = REPO / "assets" / "fairface-sample"
@@ -190,25 +190,6 @@ def entry_point(command: list[str]) -> tuple[Callable, list[str]]:
     else:
         module = importlib.import_module(target)
     return module.main, command[2:]
-
-
-@contextmanager
-def output_to(handle):
-    """Everything written to stdout and stderr (by Python, tqdm, loggers or C code) goes to HANDLE."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    os.dup2(handle.fileno(), 1)
-    os.dup2(handle.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
 
 
 def run_here(stage: Stage, handle) -> int:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import yaml
 from facellm.common.cli import FaceLLMError, first_line, run_cli
 from facellm.common.files import REPO, read_json, write_json_atomic, write_text_atomic
 from facellm.common.options import add_options, from_args, option, positive
+from facellm.common.transcript import transcript
 from facellm.train.card import ATOL, EFFECT_SHARE, model_card
 from facellm.train.recipes import RESOLVED_CONFIG, model_size, template_system_prompt
 
@@ -224,9 +226,12 @@ class ExportConfig:
         False, "delete an existing export in --out first (its weights, card and verification); without it "
         "an existing export is refused",
     )  # fmt: skip
+    verbose: bool = option(
+        False, "show LLaMA-Factory's and transformers' whole output (always kept in the log)"
+    )
 
 
-def _merge(config: ExportConfig, base: str, template: str, out: Path, full: bool = False) -> None:
+def _merge(config: ExportConfig, base: str, template: str, out: Path, view, full: bool = False) -> None:
     """LLaMA-Factory's export (what `llamafactory-cli export` runs, called in this process, where transformers
     is already loaded) of the adapter onto BASE, or of a full run as it is, into OUT (an earlier export is
     replaced only now)."""
@@ -239,7 +244,8 @@ def _merge(config: ExportConfig, base: str, template: str, out: Path, full: bool
     }  # fmt: skip
     if config.replace and out.exists():  # only now: a refused adapter above leaves the old export whole
         shutil.rmtree(out)
-        print(f"replaced: the earlier export in {out} was deleted", file=sys.stderr)
+        print(f"replaced: the earlier export in {out} was deleted", file=view)
+    print(f"export: {'writing' if full else 'merging'} the model into {out}", file=view, flush=True)
     from llamafactory.train.tuner import export_model
 
     try:
@@ -249,7 +255,7 @@ def _merge(config: ExportConfig, base: str, template: str, out: Path, full: bool
             f"{config.adapter}: LLaMA-Factory's export failed ({first_line(error, named=True)})"
         ) from None
     _release_memory()
-    print(f"merged model: {out}")
+    print(f"merged model: {out}", file=view)
 
 
 def export(config: ExportConfig) -> None:
@@ -272,23 +278,13 @@ def export(config: ExportConfig) -> None:
     template = config.template or str(recipe.get("template", "intern_vl"))
     out = config.out or Path("saves/export") / f"FaceLLM-{model_size(base)}"
     _check_out(out, adapter, base, config)
-    import torch
-
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    verifier = None
-    if not config.no_verify:
-        # the reference first: an adapter that does not fit its base fails here, before anything is written
-        auto = "bfloat16" if device.startswith("cuda") else "float32"
-        compute = config.dtype if config.dtype != "auto" else auto
-        verifier = Verifier(
-            base, adapter, template, compute, device, config.probe_image, config.probe_prompt, full
-        )
-    if not config.verify_only:
-        _merge(config, base, template, out, full)
-    if verifier is None:
-        print("export: verification skipped (--no-verify); no model card written", file=sys.stderr)
+    # the run's folder (train.sh wrote it, and keeps train.log there); beside the export when it is read-only
+    log = adapter / "export.log" if os.access(adapter, os.W_OK) else out.with_name(f"{out.name}.export.log")
+    print(f"export: full log in {log}{'' if config.verbose else ' (--verbose shows it)'}", file=sys.stderr)
+    with transcript(log, config.verbose) as view:
+        result = _export_and_verify(config, base, template, out, full, view)
+    if result is None:
         return
-    result = verifier.check(out)
     line = (
         f"max |merged - reference| logit {result['max_abs_diff']:.3g} vs tolerance {result['tolerance']:.3g} "
         f"(adapter effect {result['adapter_effect']:.3g}, {result['dtype']}, top-1 agreement "
@@ -300,6 +296,32 @@ def export(config: ExportConfig) -> None:
     print(f"verified: {line}")
     write_text_atomic(out / "README.md", model_card(out.name, base, adapter, recipe, result))
     print(f"model card: {out / 'README.md'}")
+
+
+def _export_and_verify(
+    config: ExportConfig, base: str, template: str, out: Path, full: bool, view
+) -> dict | None:
+    """The merge and its verification (the verification's result; None with --no-verify), LLaMA-Factory's
+    and transformers' output going to the log."""
+    import torch
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    verifier = None
+    if not config.no_verify:
+        # the reference first: an adapter that does not fit its base fails here, before anything is written
+        print(f"export: loading the reference ({base} + {config.adapter}) on {device}", file=view, flush=True)
+        auto = "bfloat16" if device.startswith("cuda") else "float32"
+        compute = config.dtype if config.dtype != "auto" else auto
+        verifier = Verifier(
+            base, config.adapter, template, compute, device, config.probe_image, config.probe_prompt, full
+        )
+    if not config.verify_only:
+        _merge(config, base, template, out, view, full)
+    if verifier is None:
+        print("export: verification skipped (--no-verify); no model card written", file=view)
+        return None
+    print(f"export: verifying {out} against the reference", file=view, flush=True)
+    return verifier.check(out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,21 +26,32 @@ from pathlib import Path
 
 import yaml
 
-from facellm.common.cli import FaceLLMError, first_line, run_cli
-from facellm.common.files import REPO
+from facellm.common.cli import FaceLLMError, changed_settings, first_line, run_cli
+from facellm.common.files import REPO, read_json
+from facellm.common.transcript import transcript
 from facellm.train.preflight import run_preflight
+from facellm.train.progress import progress_callback, shown
 from facellm.train.recipes import (
+    PATH_KEYS,
     RESOLVED_CONFIG,
     check_config,
+    check_models,
     checkpoints,
     load_recipe,
     parse_overrides,
+    resolve_paths,
     write_resolved,
 )
 from facellm.train.report import LOSS_PLOT, training_summary
 
 # keys that may change between a run and its resumption without changing what is being trained
 RUN_LENGTH_KEYS = {"resume_from_checkpoint", "max_steps", "num_train_epochs", "save_steps", "logging_steps"}
+# keys that make it another run: resuming across a change of these would train one model on two set-ups
+IDENTITY_KEYS = (
+    "model_name_or_path", "adapter_name_or_path", "stage", "finetuning_type", "template", "dataset",
+    "dataset_dir", "media_dir",
+)  # fmt: skip
+LOG = "train.log"  # the trainer's whole output, in output_dir
 # signals passed on to the trainer; train.sh then exits 128 + the signal, as a shell reports a killed command
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
 TAIL_BYTES = 64 * 1024  # how much of the trainer's stderr is kept to find the line that says what failed
@@ -76,13 +87,45 @@ def _resume_point(config: dict, overrides: dict, fresh: bool) -> Path | None:
     return found[-1] if found else None
 
 
-def _changed_since(previous: Path, config: dict) -> list[str]:
+def _previous_config(output_dir: Path) -> dict:
+    """The resolved config of the run in OUTPUT_DIR ({} when there is none), its relative paths (written
+    before train.sh made them absolute) read against the repository root."""
     try:
-        before = yaml.safe_load(previous.read_text(encoding="utf-8")) or {}
+        before = yaml.safe_load((output_dir / RESOLVED_CONFIG).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return []
-    keys = (set(before) | set(config)) - RUN_LENGTH_KEYS
-    return sorted(key for key in keys if before.get(key) != config.get(key))
+        return {}
+    for key in PATH_KEYS:
+        if isinstance(before.get(key), str) and not os.path.isabs(before[key]):
+            before[key] = str((REPO / before[key]).resolve())
+    return before
+
+
+def _check_resumable(before: dict, config: dict, output_dir: Path) -> None:
+    """Refuse to resume a run on another model or other data; warn about any other changed setting."""
+    identity = [key for key in IDENTITY_KEYS if before and before.get(key) != config.get(key)]
+    if identity:
+        changes = changed_settings({k: before.get(k) for k in identity}, {k: config.get(k) for k in identity})
+        raise FaceLLMError(
+            f"{output_dir}: holds a run on another set-up ({changes}); train into a new folder with "
+            "output_dir=NEW (the earlier settings resume this one)"
+        )
+    keys = (set(before) | set(config)) - RUN_LENGTH_KEYS if before else set()
+    changed = sorted(key for key in keys if before.get(key) != config.get(key))
+    if changed:
+        print(f"train: warning: changed since that run: {', '.join(changed)}", file=sys.stderr)
+
+
+def _finished(checkpoint: Path, before: dict, config: dict) -> tuple[int, int] | None:
+    """(step, max_steps) when CHECKPOINT ends its run and the run's length is unchanged: resuming would
+    train nothing."""
+    if not before or any(before.get(k) != config.get(k) for k in ("max_steps", "num_train_epochs")):
+        return None
+    try:
+        state = read_json(checkpoint / "trainer_state.json")
+        step, total = int(state["global_step"]), int(state["max_steps"])
+    except (FaceLLMError, KeyError, TypeError, ValueError):
+        return None
+    return (step, total) if 0 < total <= step else None
 
 
 def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
@@ -98,8 +141,9 @@ def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
         )
 
 
-def _copy_stderr(source, tail: bytearray) -> None:
-    """Pass the trainer's stderr through as it comes (progress bars included), keeping its last TAIL_BYTES."""
+def _copy_stderr(source, tail: bytearray, view) -> None:
+    """Pass the trainer's stderr on to ours (the log) as it comes, its progress lines also to VIEW (None:
+    the log is shown whole), keeping its last TAIL_BYTES."""
     sink = getattr(sys.stderr, "buffer", None)
     while chunk := os.read(source.fileno(), 65536):
         if sink is not None:
@@ -108,6 +152,9 @@ def _copy_stderr(source, tail: bytearray) -> None:
             sink.flush()
         else:
             print(chunk.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+        if view is not None and (progress := shown(chunk.decode("utf-8", "replace"))):
+            view.write(progress)
+            view.flush()
         tail += chunk
         del tail[:-TAIL_BYTES]
 
@@ -121,7 +168,7 @@ def _what_failed(tail: bytes) -> str | None:
     return None
 
 
-def _launch(resolved: Path, env: dict) -> tuple[int, int | None, str | None]:
+def _launch(resolved: Path, env: dict, view) -> tuple[int, int | None, str | None]:
     """Run LLaMA-Factory, passing SIGTERM and SIGINT on (a scheduler's stop must stop the trainer too) and
     waiting for it to end. Returns its exit code, the signal that stopped it (None when none was received)
     and the exception it failed with, if its stderr ends with one."""
@@ -148,7 +195,7 @@ def _launch(resolved: Path, env: dict) -> tuple[int, int | None, str | None]:
         if received:  # arrived while it was starting
             process.send_signal(received[0])
         tail = bytearray()
-        reader = threading.Thread(target=_copy_stderr, args=(process.stderr, tail), daemon=True)
+        reader = threading.Thread(target=_copy_stderr, args=(process.stderr, tail, view), daemon=True)
         reader.start()
         code = process.wait()
     finally:
@@ -177,7 +224,7 @@ def _distributed(env: dict) -> bool:
     return get_device_count() > 1
 
 
-def _train_here(resolved: Path) -> tuple[int, int | None, str | None]:
+def _train_here(resolved: Path, view) -> tuple[int, int | None, str | None]:
     """LLaMA-Factory's trainer in this process, as `llamafactory-cli train` runs it on one device. Returns the
     exit code, the signal that stopped it (None when none came) and the exception it failed with."""
     import traceback
@@ -200,7 +247,7 @@ def _train_here(resolved: Path) -> tuple[int, int | None, str | None]:
 
         sys.argv = ["llamafactory-cli", str(resolved)]  # it reads its config from the command line
         with torch.enable_grad():  # whatever an import did to this process (VLMEvalKit switches it off)
-            run_exp()
+            run_exp(callbacks=[progress_callback(view)])
         return 0, None, None
     except _Stop:
         return 128 + received[0], received[0], None
@@ -223,7 +270,7 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _stopped(output_dir: Path, code: int, received: int | None, failure: str | None) -> int:
+def _stopped(output_dir: Path, code: int, received: int | None, failure: str | None, log: Path) -> int:
     """Say why training stopped and whether the same command can resume it; the exit code to leave with."""
     found = checkpoints(output_dir)
     resume = f"the same command resumes from {found[-1]}" if found else None
@@ -236,23 +283,26 @@ def _stopped(output_dir: Path, code: int, received: int | None, failure: str | N
         return 128 + received
     if code < 0:  # killed by a signal that did not come through this launcher (e.g. the OOM killer)
         failure, code = f"killed by {_signal_name(-code)}", 128 - code
-    what = failure or "see the messages above"
+    what = failure or "see the log"
     if resume:
         message = f"training failed (exit {code}): {what}; {resume}"
     else:
         message = f"training failed (exit {code}) before any checkpoint was saved: {what}"
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}; full log: {log}", file=sys.stderr)
     return code
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./train.sh",
         description="LoRA SFT of InternVL3 with LLaMA-Factory from a recipe. key=value pairs override the "
-        "recipe (e.g. output_dir=saves/lora/run2 max_steps=100). Resumes from the newest complete "
-        "checkpoint in output_dir when there is one.",
+        "recipe (e.g. output_dir=saves/lora/run2 max_steps=100). Relative paths in a recipe are read from "
+        "the repository root, on the command line from the current folder. Resumes from the newest "
+        "complete checkpoint in output_dir when there is one. Shows a progress bar; the trainer's whole "
+        f"output is in output_dir/{LOG}.",
         epilog=_recipes_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("recipe", type=Path, help="a recipe in configs/")
     parser.add_argument("overrides", nargs="*", help="key=value: LLaMA-Factory arguments over the recipe")
@@ -263,25 +313,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="do not resume (output_dir must hold no checkpoint)"
     )
-    args = parser.parse_intermixed_args(argv)
+    parser.add_argument(
+        "--verbose", action="store_true", help=f"show the trainer's whole output (always kept in {LOG})"
+    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_intermixed_args(argv)
     source = str(args.recipe)
     overrides = parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe)
     check_config(recipe, overrides, source)
-    config = {**recipe, **overrides}
+    config = resolve_paths(recipe, overrides)
     if not config.get("output_dir"):
         raise FaceLLMError(f"{source}: no output_dir")
+    check_models(config, source)
     _check_deepspeed(config, source, args.dry_run)
     output_dir = Path(str(config["output_dir"]))
 
     resume = _resume_point(config, overrides, args.fresh)
+    start = 0
     if resume is not None:
+        before = _previous_config(output_dir)
+        _check_resumable(before, config, output_dir)
+        if done := _finished(resume, before, config):
+            print(
+                f"train: nothing to train: {output_dir} already finished ({done[0]} of {done[1]} steps). "
+                "For another run pass output_dir=NEW; to train this one longer, raise max_steps or "
+                "num_train_epochs",
+                file=sys.stderr,
+            )
+            return
         config["resume_from_checkpoint"] = str(resume)
+        start = int(resume.name.split("-")[-1])
         print(f"train: resuming from {resume} (--fresh to refuse, or another output_dir)", file=sys.stderr)
-        changed = _changed_since(output_dir / RESOLVED_CONFIG, config)
-        if changed:
-            print(f"train: warning: changed since that run: {', '.join(changed)}", file=sys.stderr)
 
     node_rank = os.environ.get("NODE_RANK", "0")
     if not args.no_preflight:
@@ -298,17 +364,24 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:
         env["FORCE_TORCHRUN"] = "1"
-    if _distributed(env):
-        code, received, failure = _launch(resolved, env)
-    else:
-        code, received, failure = _train_here(resolved)
+    log = output_dir / (LOG if node_rank == "0" else f"train.node{node_rank}.log")
+    print(f"train: {output_dir} (full log: {log}{'' if args.verbose else '; --verbose shows it'})",
+          file=sys.stderr)  # fmt: skip
+    with transcript(log, args.verbose) as view:
+        if _distributed(env):
+            code, received, failure = _launch(resolved, env, None if args.verbose else view)
+        else:
+            code, received, failure = _train_here(resolved, view)
     if code != 0 or received is not None:
-        sys.exit(_stopped(output_dir, code, received, failure))
+        sys.exit(_stopped(output_dir, code, received, failure, log))
     if node_rank == "0":
         summary = training_summary(output_dir)
         plot = output_dir / LOSS_PLOT
+        step = summary["global_step"]
+        trained = f"steps {start} -> {step}" if start else f"{step} steps"
+        loss = summary["final_loss"]
         print(
-            f"train: {summary['global_step']} steps, final loss {summary['final_loss']}; adapter {output_dir}"
+            f"train: {trained}, final loss {'n/a' if loss is None else f'{loss:.4g}'}; model in {output_dir}"
             + (f"; loss curve {plot}" if plot.is_file() else "")
         )
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from facellm.common.cli import FaceLLMError, first_line
-from facellm.common.files import read_json, write_json_atomic
+from facellm.common.files import REPO, read_json, write_json_atomic
 
 RESOLVED_CONFIG = "facellm_resolved_config.yaml"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -33,6 +33,14 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 EXPONENT_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 # bump when what _llamafactory_facts caches changes, so that older caches are rebuilt
 FACTS_FORMAT = 2
+# arguments that name a file or folder (a model or an adapter only when it is not a hub id)
+PATH_KEYS = (
+    "dataset_dir", "media_dir", "output_dir", "deepspeed", "tokenized_path", "logging_dir", "cache_dir",
+    "resume_from_checkpoint",
+)  # fmt: skip
+MODEL_KEYS = ("model_name_or_path", "adapter_name_or_path")
+# first folders of what this project writes and reads: "saves/tiny-internvl3" is a folder, never a hub id
+LOCAL_ROOTS = {"saves", "outputs", "data", "configs", "assets"}
 EXPECTED = {
     "int": "an integer",
     "float": "a number",
@@ -73,6 +81,53 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = raw
         overrides[key] = _as_number(value)
     return overrides
+
+
+def _is_local(value: str, base: Path) -> bool:
+    """Whether a model argument names a folder rather than a hub id (NAME or ORG/NAME)."""
+    parts = Path(value).parts
+    return (
+        value.startswith((".", "/", "~"))
+        or value.endswith("/")
+        or len(parts) > 2
+        or (base / value).exists()
+        or (len(parts) == 2 and parts[0] in LOCAL_ROOTS)
+    )
+
+
+def _absolute(value: str, base: Path) -> str:
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def resolve_paths(recipe: dict, overrides: dict) -> dict:
+    """The recipe with its overrides, every relative path made absolute: a recipe's against the repository
+    root (recipes are written from there), an override's against the current folder (as a shell user means
+    it). train.sh then behaves the same from any folder, and the resolved config names exactly what ran."""
+    config = {**recipe, **overrides}
+    for key in (*PATH_KEYS, *MODEL_KEYS):
+        value = config.get(key)
+        if not isinstance(value, str) or not value or value == "ONLINE":
+            continue
+        base = Path.cwd() if key in overrides else REPO
+        if key in PATH_KEYS:
+            config[key] = _absolute(value, base)
+        else:  # an adapter list is comma-separated, as LLaMA-Factory reads it
+            names = [name.strip() for name in value.split(",")]
+            config[key] = ",".join(_absolute(n, base) if _is_local(n, base) else n for n in names)
+    return config
+
+
+def check_models(config: dict, source: str) -> None:
+    """A model or adapter that names a local folder must exist: otherwise it would be taken for a hub id and
+    cost minutes of download retries before a traceback."""
+    for key in MODEL_KEYS:
+        value = config.get(key)
+        for name in str(value).split(",") if isinstance(value, str) else ():
+            if os.path.isabs(name) and not os.path.exists(name):
+                hint = "a local model folder must exist (hub ids are ORG/NAME)"
+                if Path(name) == REPO / "saves" / "tiny-internvl3":
+                    hint = "build the tiny model first: python -m facellm.testing.tiny_model (or make demo)"
+                raise FaceLLMError(f"{source}: {key} {name}: no such folder; {hint}")
 
 
 def _cache_dir() -> Path:

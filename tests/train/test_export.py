@@ -1,13 +1,15 @@
 """export.sh: the merge is verified against base+adapter, a damaged merge fails, a model card is written."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from facellm.train.card import _dataset_size
+from facellm.train.card import _dataset_size, model_card
 from facellm.train.export import PROBE_IMAGE, PROBE_PROMPT, Verifier, main
 from tests.support import assert_one_line_error, run_main
 
@@ -18,7 +20,8 @@ def test_export_verifies_and_writes_a_model_card(trained_tiny, tiny_model):
     assert verification["passed"] and verification["max_abs_diff"] < 1e-4
     assert verification["adapter_effect"] > 10 * verification["max_abs_diff"]  # the probe sees the adapter
     card = (merged / "README.md").read_text()
-    assert f"base_model: {tiny_model}" in card
+    assert f"base_model: {tiny_model.name}" in card and str(tiny_model) not in card  # a name, not a path
+    assert_no_machine_path(card)
     assert "| steps | 60 |" in card and "| lora_rank | `16` |" in card and "merged into the base" in card
     final = json.loads((adapter / "trainer_state.json").read_text())["log_history"][-2]["loss"]
     assert f"| final training loss | {final:.4f} |" in card
@@ -90,6 +93,13 @@ def test_out_may_not_overlap_the_base_or_the_adapter_and_an_export_is_replaced_o
     argv = ["--adapter", str(adapter), "--base", str(tiny_model), "--out", str(earlier), "--dtype", "float32"]
     result = run_main(main, [*argv, "--no-verify", "--replace"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
+    # a short view; LLaMA-Factory's export output is kept whole in the run's folder
+    shown = result.stdout + result.stderr
+    assert "[INFO" not in shown and len(shown.splitlines()) <= 6 and "merged model:" in shown, shown
+    assert (
+        f"full log in {adapter / 'export.log'}" in shown
+        and "Writing model shards" in (adapter / "export.log").read_text()
+    )
     left = {p.name for p in earlier.iterdir()}
     assert "config.json" in left and not left & {"README.md", "verification.json", "stale.txt"}, left
 
@@ -145,8 +155,61 @@ def test_a_full_fine_tuning_run_is_exported_as_it_is_and_verified(learned_tiny, 
     assert verification["adapter_effect"] > 1  # trained from the tiny base: the probe sees the training
     card = (merged / "README.md").read_text()
     assert "full fine-tuning (every weight)" in card and "| freeze_vision_tower | `False` |" in card
-    assert f"base_model: {tiny_model}" in card and "| steps | 640 |" in card
+    assert f"base_model: {tiny_model.name}" in card and "| steps | 640 |" in card
+    assert_no_machine_path(card)
     damaged = Verifier(
         tiny_model.as_posix(), run, "intern_vl", "float32", "cpu", PROBE_IMAGE, PROBE_PROMPT, True
     )
     assert damaged.check(merged)["passed"] and not damaged.check(tiny_model)["passed"]
+
+
+def assert_no_machine_path(card: str) -> None:
+    """No path of the exporting machine in CARD: no absolute path that exists here, no home folder."""
+    for word in re.findall(r"(?<![\w:/.])[/~][^\s`'\"|),]*", card):
+        assert word.startswith("~") or not Path(word).exists(), word
+    assert str(Path.home()) not in card and "/home/" not in card
+
+
+VERIFIED = {
+    "probe_image": "probe.png", "probe_prompt": "Describe this face.", "tokens": 40, "max_abs_diff": 1e-5,
+    "tolerance": 1e-3, "dtype": "float32", "adapter_effect": 2.5, "top1_agreement": 1.0,
+}  # fmt: skip
+
+
+def front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n"), card[:200]
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_model_card_names_hub_ids_and_folder_names_never_paths_and_has_the_hub_metadata(tmp_path):
+    base = tmp_path / "models" / "tiny-internvl3"
+    base.mkdir(parents=True)
+    adapter = tmp_path / "saves" / "lora" / "internvl3-1b"
+    adapter.mkdir(parents=True)
+    (adapter / "preflight.json").write_text(json.dumps({"records": 87632}))
+    recipe = {
+        "model_name_or_path": str(base), "dataset": "fairfacegpt", "dataset_dir": str(tmp_path / "data"),
+        "media_dir": str(tmp_path / "fairface" / "fairface-img-margin025-trainval"), "lora_rank": 16,
+        "deepspeed": str(tmp_path / "configs" / "ds_z3.json"), "image_max_pixels": 50176,
+    }  # fmt: skip
+    card = model_card("FaceLLM-tiny", str(base), adapter, recipe, VERIFIED)
+    assert str(tmp_path) not in card
+    assert_no_machine_path(card)
+    meta = front_matter(card)
+    assert meta["base_model"] == "tiny-internvl3" and "a local model folder" in card
+    assert meta["license"] == "apache-2.0" and "base model's card" in card  # the weights' own licence
+    assert meta["datasets"] == ["HuggingFaceM4/FairFace"] and "CC BY 4.0" in card
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-text-to-text"
+    assert {"facellm", "lora", "local-base-model"} <= set(meta["tags"])
+    assert "| dataset | `fairfacegpt`, 87,632 samples |" in card
+    assert "`fairface-img-margin025-trainval`" in card and "| deepspeed | `ds_z3.json` |" in card
+    assert "Adapter: `internvl3-1b`." in card
+
+    hub = model_card(
+        "FaceLLM-1B", "OpenGVLab/InternVL3-1B-hf", adapter, {**recipe, "dataset": "mine"}, VERIFIED
+    )
+    meta = front_matter(hub)
+    assert meta["base_model"] == "OpenGVLab/InternVL3-1B-hf" and "local" not in hub
+    assert "datasets" not in meta and "FairFace" not in hub  # only FairFaceGPT is known to be FairFace

@@ -100,6 +100,10 @@ def test_killed_run_resumes_from_its_checkpoint(lora_run, tiny_model, tmp_path, 
     result = run_main(main, [*arguments, "--no-preflight"], capsys)  # the same command, in this process
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {resumed_from}" in result.stderr
+    # a short view (progress bar, summary); LLaMA-Factory's hundreds of lines go to the run's log
+    assert "[INFO" not in result.stderr and len(result.stderr.split("\n")) < 12, result.stderr
+    assert f"full log: {out / 'train.log'}" in result.stderr and "train: steps " in result.stdout
+    assert "llamafactory" in (out / "train.log").read_text() and "train: 100%" in result.stderr
     resumed, reference = logged_losses(out), logged_losses(lora_run)
     assert max(resumed) == 60
     # optimizer, scheduler, RNG and data order restored: the steps after the checkpoint are those of the
@@ -108,6 +112,56 @@ def test_killed_run_resumes_from_its_checkpoint(lora_run, tiny_model, tmp_path, 
     assert after and all(abs(resumed[s] - reference[s]) <= 1e-4 * reference[s] for s in after), [
         (s, resumed[s], reference[s]) for s in after[:5]
     ]
+
+
+def test_a_finished_run_trains_nothing_and_says_so_and_other_data_is_a_new_run(
+    lora_run, tiny_model, tmp_path, capsys
+):
+    arguments = tiny_train_args(tiny_model, lora_run.parent / "data", lora_run, "--no-preflight")
+    log = (lora_run / "train.log").read_text()
+    result = run_main(main, arguments, capsys)  # the same command again
+    assert result.returncode == 0 and "nothing to train" in result.stderr, result.stderr
+    assert (
+        f"{lora_run} already finished (60 of 60 steps)" in result.stderr and "output_dir=NEW" in result.stderr
+    )
+    assert (lora_run / "train.log").read_text() == log  # no trainer was started
+    # your own data into the folder of a finished run: refused, in words, before anything is loaded
+    mine = tmp_path / "my-data"
+    result = run_main(main, tiny_train_args(tiny_model, mine, lora_run, "--no-preflight"), capsys)
+    old = lora_run.parent / "data"
+    assert_one_line_error(result, f"dataset_dir '{old}' -> '{mine}'", "output_dir=NEW")
+
+
+def test_recipe_paths_are_read_from_the_repository_root_and_command_line_ones_from_here(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    recipe = str(REPO / "configs" / "tiny_cpu_lora_sft.yaml")
+    args = [recipe, f"model_name_or_path={tiny_model}", "output_dir=runs/mine", "--dry-run", "--no-preflight"]
+    result = run_main(main, args, capsys)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["media_dir"] == str(REPO / "assets/fairface-sample/fairface-img-margin025-trainval")
+    assert resolved["dataset_dir"] == str(REPO / "saves/demo/fairfacegpt")  # the recipe's, from the root
+    assert resolved["output_dir"] == str(tmp_path / "runs/mine")  # the command line's, from here
+    assert resolved["model_name_or_path"] == str(tiny_model)
+    # a local model folder that is not there is named at once, not taken for a hub id
+    result = run_main(
+        main, [recipe, "model_name_or_path=saves/no-model", "--dry-run", "--no-preflight"], capsys
+    )
+    assert_one_line_error(result, f"model_name_or_path {tmp_path / 'saves/no-model'}: no such folder")
+
+
+def test_a_missing_tiny_model_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    import facellm.train.recipes as recipes
+
+    monkeypatch.setattr(recipes, "REPO", tmp_path)  # a checkout where the tiny model was never built
+    started = time.monotonic()
+    result = run_main(main, ["configs/tiny_cpu_lora_sft.yaml", "--dry-run"], capsys)
+    assert_one_line_error(
+        result, "saves/tiny-internvl3: no such folder", "python -m facellm.testing.tiny_model"
+    )
+    assert time.monotonic() - started < 3
 
 
 def test_dry_run_resolves_overrides_and_the_resume_point(tmp_path):
@@ -182,15 +236,19 @@ def test_a_failed_run_says_what_failed_and_offers_to_resume_only_from_a_checkpoi
             main(args)
         assert stop.value.code == 1
         err = capsys.readouterr().err
-        assert "Traceback (most recent call last)" in err  # the trainer's own output is passed through
+        # the trainer's own output is in the run's log, not on the terminal
+        assert "Traceback" not in err and "Traceback (most recent call last)" in log.read_text()
         return [line for line in err.splitlines() if line.startswith("error:")]
 
-    failed = "ValueError: Cannot find valid samples"
-    assert errors() == [f"error: training failed (exit 1) before any checkpoint was saved: {failed}"]
+    failed, log = "ValueError: Cannot find valid samples", out / "train.log"
+    assert errors() == [
+        f"error: training failed (exit 1) before any checkpoint was saved: {failed}; full log: {log}"
+    ]
     # a checkpoint written before the failure: then, and only then, the same command can resume
     monkeypatch.setenv("FAKE_CHECKPOINT", str(out / "checkpoint-2"))
     assert errors() == [
-        f"error: training failed (exit 1): {failed}; the same command resumes from {out / 'checkpoint-2'}"
+        f"error: training failed (exit 1): {failed}; the same command resumes from {out / 'checkpoint-2'}; "
+        f"full log: {log}"
     ]
 
 
@@ -202,7 +260,7 @@ def test_a_one_process_run_is_stopped_by_sigterm_and_sigint_and_says_so(
 
     started = []
 
-    def trainer():  # LLaMA-Factory's trainer, in this process, gets the signal
+    def trainer(**_):  # LLaMA-Factory's trainer, in this process, gets the signal
         started.append(True)
         os.kill(os.getpid(), signum)
         time.sleep(30)
@@ -219,7 +277,7 @@ def test_a_one_process_run_is_stopped_by_sigterm_and_sigint_and_says_so(
 def test_a_one_process_run_that_fails_says_what_failed(monkeypatch, tmp_path, capsys):
     import llamafactory.train.tuner as tuner
 
-    def trainer():
+    def trainer(**_):
         raise ValueError("Cannot find valid samples")
 
     monkeypatch.setattr(tuner, "run_exp", trainer)
@@ -228,8 +286,11 @@ def test_a_one_process_run_that_fails_says_what_failed(monkeypatch, tmp_path, ca
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    failed = "ValueError: Cannot find valid samples"
-    assert errors == [f"error: training failed (exit 1) before any checkpoint was saved: {failed}"]
+    failed, log = "ValueError: Cannot find valid samples", tmp_path / "out" / "train.log"
+    assert errors == [
+        f"error: training failed (exit 1) before any checkpoint was saved: {failed}; full log: {log}"
+    ]
+    assert "Traceback" not in result.stderr and "raise ValueError" in log.read_text()  # whole, in the log
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
