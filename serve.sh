@@ -6,6 +6,7 @@ set -euo pipefail
 usage() {
   cat <<USAGE
 usage: ./serve.sh [--model DIR|HUB_ID] [--host HOST] [--port PORT] [--name NAME] [--template NAME]
+                  [--log FILE] [--verbose]
 
   --model MODEL    merged model folder (export.sh) or hub id  (default: saves/export/FaceLLM-1B)
   --host HOST      address to bind; 0.0.0.0 exposes it to the network  (default: 127.0.0.1)
@@ -13,6 +14,8 @@ usage: ./serve.sh [--model DIR|HUB_ID] [--host HOST] [--port PORT] [--name NAME]
   --port PORT      1-65535, free on HOST                      (default: 8000)
   --name NAME      model name GET /v1/models reports          (default: the model folder's name)
   --template NAME  LLaMA-Factory chat template                (default: intern_vl)
+  --log FILE       the server's whole output, appended        (default: saves/logs/serve-PORT.log)
+  --verbose        show that output here too (by default only: loading, ready, stopped)
 
 The API lives at http://HOST:PORT/v1 (GET /v1/models, POST /v1/chat/completions).
 With API_KEY set in its environment the server answers only requests that carry it as a bearer key
@@ -28,6 +31,8 @@ host=127.0.0.1
 port=8000
 name=
 template=intern_vl
+log=
+verbose=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +41,8 @@ while [ $# -gt 0 ]; do
     --port) port=${2:?--port needs a value}; shift 2 ;;
     --name) name=${2:?--name needs a value}; shift 2 ;;
     --template) template=${2:?--template needs a value}; shift 2 ;;
+    --log) log=${2:?--log needs a value}; shift 2 ;;
+    --verbose) verbose=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1 (see ./serve.sh --help)" >&2; exit 2 ;;
   esac
@@ -94,12 +101,63 @@ except OSError as error:
 PROBE
 fi
 
+log=${log:-$facellm_repo/saves/logs/serve-$port.log}
+mkdir -p "$(dirname "$log")"
+printf '\n===== %s: serve.sh --model %s --host %s --port %s\n' "$(date '+%F %T')" "$model" "$host" "$port" >>"$log"
+name=${name:-$(basename "$model")}
+echo "serve: loading $model (full log: $log${verbose:-; --verbose shows it})" >&2
+
 # image_max_pixels: larger photos are shrunk to the 224 x 224 training size first, as inference.py does.
 # API_VERBOSE=0: LLaMA-Factory would otherwise log every request whole, base64 images included.
-echo "serving $model at http://$host:$port/v1" >&2
-API_HOST=$host API_PORT=$port API_MODEL_NAME=${name:-$(basename "$model")} API_VERBOSE=0 exec llamafactory-cli api \
-  --model_name_or_path "$model" \
-  --template "$template" \
-  --infer_backend huggingface \
-  --image_max_pixels 50176 \
-  --trust_remote_code false
+serve() {
+  API_HOST=$host API_PORT=$port API_MODEL_NAME=$name API_VERBOSE=0 exec llamafactory-cli api \
+    --model_name_or_path "$model" \
+    --template "$template" \
+    --infer_backend huggingface \
+    --image_max_pixels 50176 \
+    --trust_remote_code false
+}
+if [ -n "$verbose" ]; then
+  serve > >(tee -a "$log") 2>&1 &
+else
+  serve >>"$log" 2>&1 &
+fi
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true' TERM INT HUP
+
+# Say when the API answers (a 401 without the key counts: the server is up), or nothing if it died first
+"$python" - "$host" "$port" "$server" "$name" <<'READY' &
+import os, sys, time, urllib.error, urllib.request
+
+host, port, server, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+url = f"http://{'[' + local + ']' if ':' in local else local}:{port}/v1/models"
+while True:
+    try:
+        os.kill(server, 0)
+    except OSError:
+        sys.exit(0)
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.HTTPError:
+        pass
+    except OSError:
+        time.sleep(1)
+        continue
+    shown = "[" + host + "]" if ":" in host else host
+    print(f"serve: ready at http://{shown}:{port}/v1 (model name {name}); Ctrl-C stops it", file=sys.stderr)
+    sys.exit(0)
+READY
+
+set +e
+wait "$server"
+code=$?
+while kill -0 "$server" 2>/dev/null; do  # a trapped signal ended the wait: wait for the server itself
+  wait "$server"
+  code=$?
+done
+if [ "$code" -ne 0 ] && [ "$code" -ne 143 ] && [ "$code" -ne 130 ]; then
+  failed=$(grep -E '(Error|Exception)(:|$)' "$log" | tail -n 1)
+  echo "error: the server stopped (exit $code)${failed:+: $failed}; full log: $log" >&2
+fi
+exit "$code"

@@ -53,12 +53,12 @@ def test_api_answers_an_openai_client_with_a_base64_image(trained_tiny, tmp_path
     images, decodable or not, add little to the log (LLaMA-Factory would log each request whole)."""
     merged = trained_tiny[1]
     port = free_port()
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
+    log_path, shown_path = tmp_path / "serve.log", tmp_path / "shown.txt"
+    shown = shown_path.open("w")
     server = subprocess.Popen(
         ["bash", "serve.sh", "--model", str(merged), "--host", "0.0.0.0", "--port", str(port),
-         "--name", "FaceLLM-tiny"],
-        cwd=REPO, env={**command_env(), "API_KEY": KEY}, stdout=log, stderr=subprocess.STDOUT,
+         "--name", "FaceLLM-tiny", "--log", str(log_path)],
+        cwd=REPO, env={**command_env(), "API_KEY": KEY}, stdout=shown, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -73,6 +73,9 @@ def test_api_answers_an_openai_client_with_a_base64_image(trained_tiny, tmp_path
             except OSError:
                 assert server.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(1)
+        deadline = time.monotonic() + 10
+        while "ready" not in shown_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
         assert [m.id for m in client.models.list().data] == ["FaceLLM-tiny"]
         image = base64.b64encode(FACE.read_bytes()).decode()
@@ -99,6 +102,11 @@ def test_api_answers_an_openai_client_with_a_base64_image(trained_tiny, tmp_path
     assert log_path.stat().st_size - log_before < 100_000, text[-3000:]
     assert f"Uvicorn running on http://0.0.0.0:{port}" in text
     assert KEY not in text
+    # the terminal shows what happens, not the server's hundreds of lines (they are all in the log)
+    assert shown_path.read_text().splitlines() == [
+        f"serve: loading {merged} (full log: {log_path}; --verbose shows it)",
+        f"serve: ready at http://0.0.0.0:{port}/v1 (model name FaceLLM-tiny); Ctrl-C stops it",
+    ]
 
 
 @pytest.fixture
@@ -171,8 +179,8 @@ def test_serve_refuses_a_busy_port_before_loading_the_model(stub_cli):
 
 def test_serve_binds_loopback_by_default_and_a_network_host_with_a_key(stub_cli):
     env, model, marker = stub_cli
-    port = free_port()
-    result, _ = run_serve(env, "--model", str(model), "--port", str(port))
+    port, log = free_port(), str(model.parent / "serve.log")
+    result, _ = run_serve(env, "--model", str(model), "--port", str(port), "--log", log)
     assert result.returncode == 0, result.stderr
     started = json.loads(marker.read_text())
     # loopback, and LLaMA-Factory's dump of every request (base64 images included) off
@@ -181,7 +189,7 @@ def test_serve_binds_loopback_by_default_and_a_network_host_with_a_key(stub_cli)
 
     marker.unlink()
     result, _ = run_serve(
-        {**env, "API_KEY": KEY}, "--model", str(model), "--host", "0.0.0.0", "--port", str(port)
+        {**env, "API_KEY": KEY}, "--model", str(model), "--host", "0.0.0.0", "--port", str(port), "--log", log
     )
     assert result.returncode == 0, result.stderr
     started = json.loads(marker.read_text())
