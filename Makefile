@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean flash-attn deepspeed
 
 install:
 	@if [ ! -x "$(UV)" ]; then \
@@ -12,7 +12,7 @@ install:
 			|| python3 -m pip install --user --quiet --break-system-packages uv; \
 	fi
 	@start=$$(date +%s.%N); \
-	"$(UV)" sync --frozen && \
+	"$(UV)" sync --frozen --inexact && \
 	awk -v s="$$start" -v e="$$(date +%s.%N)" 'BEGIN { printf "install: %.1f s\n", e - s }'
 
 demo: install
@@ -20,6 +20,13 @@ demo: install
 
 test: install
 	"$(UV)" run --frozen pytest
+
+# Optional, on a CUDA machine: they compile against the local CUDA, so they are not in the default install
+flash-attn: install
+	"$(UV)" sync --frozen --inexact --extra flash-attn
+
+deepspeed: install
+	"$(UV)" pip install deepspeed
 
 lint: install
 	"$(UV)" run --frozen ruff check .

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import four_samples, run_command, tiny_train_args
+from tests.support import run_command
 
 # Nothing in the suite may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +15,9 @@ def pytest_configure(config) -> None:
     """Caches of our own and of Hugging Face datasets live in one folder per test session (shared by its
     subprocesses), so a run's timing and results never depend on what the developer's home holds."""
     cache = Path(tempfile.mkdtemp(prefix="facellm-tests-cache-"))
+    # uv's own cache stays where `make test` installed from: the quick start installs a fresh clone with it
+    home_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    os.environ.setdefault("UV_CACHE_DIR", str(Path(home_cache) / "uv"))
     os.environ["XDG_CACHE_HOME"] = str(cache)
     os.environ["HF_DATASETS_CACHE"] = str(cache / "hf-datasets")
 
@@ -53,24 +56,25 @@ def learned_tiny(demo) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def lora_run(tiny_model, tmp_path_factory) -> Path:
-    """train.sh's LoRA run of the tests (tests/support.py LORA_RUN) on four samples, in this process through
-    train.sh's entry point; the resume test repeats it as its reference."""
-    from facellm.common.cli import run_cli
-    from facellm.train.launch import main
+def quickstart(tmp_path_factory) -> Path:
+    """The clone in which the README's quick start ran, as printed, by bash (tests/quickstart.py): its
+    LoRA run and export are the LoRA path's fixtures."""
+    from tests.quickstart import run_quickstart
 
-    folder = tmp_path_factory.mktemp("lora")
-    out = folder / "lora"
-    run_cli(lambda: main(tiny_train_args(tiny_model, four_samples(folder / "data"), out)))
-    return out
+    clone = tmp_path_factory.mktemp("quickstart") / "FaceLLM"
+    log = clone.parent / "quickstart.log"
+    result = run_quickstart(clone, log)
+    assert result.returncode == 0, log.read_text(encoding="utf-8", errors="replace")[-4000:]
+    return clone
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(lora_run, tiny_model) -> tuple[Path, Path]:
-    """(LoRA adapter, its merged float32 export by export.sh's entry point, in this process)."""
-    from facellm.common.cli import run_cli
-    from facellm.train.export import main
+def lora_run(quickstart) -> Path:
+    """The quick start's train.sh run: the LoRA recipe on the sample faces' dry-run data."""
+    return quickstart / "saves" / "quickstart" / "lora"
 
-    merged = lora_run.parent / "export" / "FaceLLM-tiny-lora"
-    run_cli(lambda: main(["--adapter", str(lora_run), "--base", str(tiny_model), "--out", str(merged)]))
-    return lora_run, merged
+
+@pytest.fixture(scope="session")
+def trained_tiny(quickstart, lora_run) -> tuple[Path, Path]:
+    """(LoRA adapter, its merged float32 export by the quick start's export.sh)."""
+    return lora_run, quickstart / "saves" / "quickstart" / "FaceLLM-tiny"

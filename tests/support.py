@@ -10,30 +10,14 @@ SAMPLE_FACES = REPO / "assets" / "fairface-sample"
 SHARED_FACEXBENCH = REPO.parent / "shared" / "facexbench" / "benchmark"
 
 
-def four_samples(folder: Path) -> Path:
-    """FOLDER as a dataset of four labels pairs about one sample face (dataset.json + dataset_info.json)."""
-    import json
-
-    from facellm.data.generate import Config, generate
-
-    generate(Config(SAMPLE_FACES, folder, backend="labels", limit=1, progress=False))  # one face: 8 pairs
-    records = json.loads((folder / "dataset.json").read_text())[:4]
-    (folder / "dataset.json").write_text(json.dumps(records))
-    return folder
-
-
-# The LoRA run of the tests: 60 steps of 2 on four samples, a checkpoint every 10. The tiny model's output
-# layer is random and frozen, which caps what LoRA on the linear layers alone can reach; training it too
-# (additional_target=lm_head) lets a real optimisation show.
-LORA_RUN = ("max_steps=60", "learning_rate=1e-2", "additional_target=lm_head", "save_steps=10")
-
-
-def tiny_train_args(tiny_model: Path, data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
-    """train.sh's arguments for the tests' LoRA run: the LoRA recipe on DATA_DIR (sample-face images)."""
+def quickstart_train_args(clone: Path, output_dir: Path, *extra: str) -> list[str]:
+    """train.sh's arguments for the README quick start's LoRA run in CLONE (tests/quickstart.py), into
+    OUTPUT_DIR, every path spelt out (this checkout's train.sh would read the recipe's from here)."""
     return [
-        "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={tiny_model}", f"dataset_dir={data_dir}",
-        f"media_dir={SAMPLE_FACES / 'fairface-img-margin025-trainval'}", f"output_dir={output_dir}",
-        *LORA_RUN, *extra,
+        "configs/tiny_cpu_lora_sft.yaml", f"model_name_or_path={clone / 'saves/tiny-internvl3'}",
+        f"dataset_dir={clone / 'saves/quickstart/ffgpt'}",
+        f"media_dir={clone / 'assets/fairface-sample/fairface-img-margin025-trainval'}",
+        f"output_dir={output_dir}", *extra,
     ]  # fmt: skip
 
 

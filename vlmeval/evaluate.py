@@ -5,12 +5,19 @@ import os
 import sys
 from pathlib import Path
 
-from facellm.common.cli import FaceLLMError, run_cli
+from facellm.common.cli import run_cli
 from facellm.common.options import add_answer_length, add_device_options, add_progress_option
-from facellm.eval.plugin import REGISTERED_MODELS, register_plugin
+from facellm.eval.plugin import (
+    MAKE_LOCAL,
+    REGISTERED_MODELS,
+    check_model_name,
+    register_plugin,
+    unknown_model,
+)
 from facellm.eval.results import Shard, check_folders
-from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, evaluate, merge
+from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, Interrupted, evaluate, merge, prepare
 from facellm.eval.scoring import RESULTS_TEXT
+from facellm.infer.model import EXPORT_HINT, check_model_path, locate_model
 
 DESCRIPTION = """\
 Answer the FaceXBench questions with a model registered in VLMEvalKit's supported_VLM (FaceLLM-1B/8B/38B and
@@ -20,8 +27,9 @@ results.txt / results.json (accuracy per category, task, image count and file) a
 
 Every image is resolved against --benchmark-dir and checked before the model loads: a missing image, or a
 file that is not an image, stops the run (an image is never handed to the model as text). Results are saved
-after every batch; rerunning the same command resumes, and asks again the questions that failed (a failing
-question is recorded with its error and the run goes on; the exit code is then 1).
+after every batch; rerunning the same command resumes (also after Ctrl-C, exit 130, or SIGTERM, exit 143),
+and asks again the questions that failed (a failing question is recorded with its error and the run goes on;
+the exit code is then 1).
 
 Sharding: run shard I of N (I from 0) with --shard I/N, one process per GPU (CUDA_VISIBLE_DEVICES=I), or
 under torchrun (RANK and WORLD_SIZE are read; each rank uses cuda:LOCAL_RANK). Shards write to
@@ -102,13 +110,23 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    # Everything that depends on the arguments and files only is checked before VLMEvalKit, torch and
+    # transformers are imported (20 to 40 s): the model's name and path, then the benchmark and its images.
+    check_model_name(args.model)
     registered = args.model in REGISTERED_MODELS
     if registered:
         default_path = REGISTERED_MODELS[args.model]
-    else:  # any other VLMEvalKit model: its entry says where its weights are
+        if args.model_path:
+            locate_model(args.model_path)
+        else:
+            locate_model(default_path, hint=MAKE_LOCAL.get(args.model, EXPORT_HINT).format(path=default_path))
+    elif args.model_path:  # another model class: its own kind of path, but a missing folder is missing
+        check_model_path(args.model_path)
+    tasks = prepare(args.benchmark_dir, args.limit)
+    if not registered:  # any other VLMEvalKit model: its entry says where its weights are
         supported_vlm = register_plugin().supported_VLM
         if args.model not in supported_vlm:
-            raise FaceLLMError(f"unknown model {args.model!r}: not in VLMEvalKit's supported_VLM")
+            raise unknown_model(args.model, supported_vlm)
         default_path = getattr(supported_vlm[args.model], "keywords", {}).get("model_path")
     overrides = {}
     if args.model_path:
@@ -134,11 +152,16 @@ def main(argv: list[str] | None = None) -> None:
             options["device"] = args.device or device_for(shard)
         return register_plugin().supported_VLM[args.model](**options)
 
-    summary = evaluate(
-        make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
-        batch_size=args.batch_size, shard=shard, progress=args.progress,
-        max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
-    )  # fmt: skip
+    try:
+        summary = evaluate(
+            make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
+            batch_size=args.batch_size, shard=shard, progress=args.progress,
+            max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
+            tasks=tasks,
+        )  # fmt: skip
+    except Interrupted as stop:  # Ctrl-C (130) or SIGTERM (143), with what is saved and the way back
+        print(f"interrupted; {stop}", file=sys.stderr)
+        sys.exit(stop.code)
     if shard and not summary["merged"]:
         counts = summary["overall"]
         print(

@@ -8,7 +8,9 @@ of their own. Nothing in VLMEvalKit's installed files is modified: registration 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +38,59 @@ TINY_MODELS = {
     "FaceLLM-tiny": str(REPO / "saves" / "demo" / "export" / "FaceLLM-tiny"),
 }
 REGISTERED_MODELS = FACELLM_MODELS | BASELINE_MODELS | TINY_MODELS
+# How to make the local folder of a registered model when it is missing (a hub id is the hub's business).
+MAKE_LOCAL = {
+    "InternVL3-tiny": "build it with `python -m facellm.testing.tiny_model --out {path}` (or `make demo`)",
+    "FaceLLM-tiny": "make it with `make demo` (it trains and exports it there), or pass --model-path with "
+    "an export of yours (./export.sh)",
+}
+# Names of ours, and misspellings of them, are settled without importing VLMEvalKit (20 to 40 s).
+OUR_PREFIXES = ("facellm", "internvl3")
+
+
+def vlmevalkit_names() -> set[str]:
+    """The model names VLMEvalKit's config.py spells out as dict keys, read from its source without importing
+    it: enough to know that a name of ours is also one of its own (InternVL3-8B is, with remote code), not a
+    full list (a few of its names are made by code; those are found after the import)."""
+    spec = importlib.util.find_spec("vlmeval")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    source = Path(folders[0]) / "config.py" if folders else None
+    if source is None or not source.is_file():
+        return set()
+    return set(re.findall(r"""["']([^"'\n]+)["']\s*:""", source.read_text(encoding="utf-8")))
+
+
+def _closest(name: str, candidates) -> list[str]:
+    """The CANDIDATES closest to NAME, letter case aside: up to three, all about as close as the closest
+    (FaceLLM-tin is FaceLLM-tiny, not also FaceLLM-1B)."""
+    lowered = {candidate.lower(): candidate for candidate in candidates}
+    if name.lower() in lowered:
+        return [lowered[name.lower()]]
+    found = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.75)
+    ratio = [difflib.SequenceMatcher(None, name.lower(), match).ratio() for match in found]
+    return [lowered[match] for match, r in zip(found, ratio, strict=True) if r >= ratio[0] - 0.03]
+
+
+def unknown_model(name: str, others=()) -> FaceLLMError:
+    """The refusal of an unknown model NAME: the closest of the plug-in's names and of OTHERS (VLMEvalKit's),
+    then the plug-in's names (VLMEvalKit's hundreds are not listed)."""
+    close = _closest(name, [*REGISTERED_MODELS, *others])
+    guess = f"; did you mean {' or '.join(close)}?" if close else ""
+    return FaceLLMError(
+        f"unknown model {name!r}: not in VLMEvalKit's supported_VLM{guess} (FaceLLM's plug-in adds "
+        f"{', '.join(REGISTERED_MODELS)})"
+    )
+
+
+def check_model_name(name: str) -> None:
+    """Refuse at once a NAME that is meant to be one of the plug-in's (a FaceLLM or InternVL3 prefix, or
+    close to one of its names) but is not registered, unless VLMEvalKit has it: any other name may be one of
+    VLMEvalKit's models and is checked once it is imported."""
+    if name in REGISTERED_MODELS:
+        return
+    ours = name.lower().startswith(OUR_PREFIXES) or _closest(name, REGISTERED_MODELS)
+    if ours and name not in (theirs := vlmevalkit_names()):
+        raise unknown_model(name, sorted(theirs))
 
 
 def import_file(path: Path, module_name: str) -> ModuleType:

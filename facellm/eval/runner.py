@@ -13,6 +13,9 @@ runs with different splits (or none) can be mixed. The merge writes the union in
 files an unsharded run writes. The shard that completes
 the set merges on its own; `merge` (evaluate.py --merge) does it by hand.
 
+Ctrl-C or SIGTERM stops a run (losing at most the batch in flight) with `Interrupted`, whose message says how
+many answers are saved where; the same command resumes.
+
 `run.json` ties a results folder, and each of its shard folders, to one model name, model path and prompt
 settings; another combination is refused instead of mixed in, unless the folder holds no answer (a run whose
 model did not load, or whose every question failed, does not claim it).
@@ -20,8 +23,12 @@ model did not load, or whose every question failed, does not claim it).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -135,7 +142,8 @@ def batches(items: list, size: int, length: Callable[[object], int]) -> list[lis
     return groups
 
 
-def _prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
+def prepare(benchmark_dir: Path, limit: int | None) -> list[Task]:
+    """The benchmark's question files (first LIMIT questions of each), every image of them checked."""
     tasks = load_benchmark(benchmark_dir)
     if limit is not None:
         for task in tasks:
@@ -198,13 +206,15 @@ def evaluate(
     progress: bool = True,
     max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
     blank_images: bool = False,
+    tasks: list[Task] | None = None,
 ) -> dict:
     """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
     SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
     settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer. With
-    BLANK_IMAGES every image is replaced by a grey one of its size (see `blanked`)."""
+    BLANK_IMAGES every image is replaced by a grey one of its size (see `blanked`). TASKS: the benchmark as
+    `prepare` read it, when the caller has read it already. Ctrl-C or SIGTERM raises `Interrupted`."""
     check_folders(benchmark_dir, results_dir)
-    tasks = _prepare(benchmark_dir, limit)
+    tasks = prepare(benchmark_dir, limit) if tasks is None else tasks
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / SHARDS_DIR / shard.name if shard else results_dir
     check_results_dir(results_dir, identity, out)
@@ -223,33 +233,17 @@ def evaluate(
             write_task(out, task, mine)
 
     if pending:
-        model = make_model()
-        label = f"FaceXBench {identity.get('model')}" + (
-            f" shard {shard.index}/{shard.count}" if shard else ""
-        )
-        failures_in_a_row, failed = 0, 0
-        with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
-            for batch in batches(pending, batch_size, lambda item: _length(*item, prepend)):
-                messages = [vlmeval_message(task, number, benchmark_dir, prepend) for task, number in batch]
-                if blank_images:
-                    messages = [blanked(message, results_dir / BLANK_DIR) for message in messages]
-                for (task, number), (prediction, error) in zip(
-                    batch, answer_batch(model, messages), strict=True
-                ):
-                    mine.record(task.name, number, prediction, error)
-                    failed += error is not None
-                    failures_in_a_row = failures_in_a_row + 1 if error is not None else 0
-                for task in {task.name: task for task, _ in batch}.values():
-                    write_task(out, task, mine)
-                bar.update(len(batch))
-                if failed:
-                    bar.set_postfix(failed=failed)
-                if max_consecutive_failures and failures_in_a_row >= max_consecutive_failures:
-                    last = mine.errors[batch[-1][0].name][batch[-1][1]]
-                    raise FaceLLMError(
-                        f"{failures_in_a_row} questions in a row failed, the last with {last}; stopped "
-                        f"(answers so far are saved in {out})"
-                    )
+        run = _Run(benchmark_dir, results_dir, out, prepend, blank_images, max_consecutive_failures)
+        try:
+            with _sigterm_interrupts():
+                run.answer(make_model(), pending, mine, batch_size, progress, identity, shard)
+        except KeyboardInterrupt as stop:
+            answered = _summary(tasks, mine, identity, shard)["overall"]
+            raise Interrupted(
+                f"{answered['answered']} of {answered['questions']} questions answered so far are saved in "
+                f"{out}; the same command resumes",
+                EXIT_SIGTERM if isinstance(stop, _Terminated) else EXIT_SIGINT,
+            ) from None
 
     if shard is None:
         return _finish_merged(results_dir, tasks, known, identity)
@@ -260,6 +254,82 @@ def evaluate(
     return summary
 
 
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal, as a shell reports a command it stopped
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while answering. The message says what is saved and how to resume; CODE is the exit
+    code (130 or 143). A KeyboardInterrupt, so that nothing catching Exception swallows it."""
+
+    def __init__(self, message: str, code: int = EXIT_SIGINT):
+        super().__init__(message)
+        self.code = code
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised by SIGTERM (a scheduler's stop, `kill`): stops the run as Ctrl-C does."""
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises _Terminated in the main thread while the block runs (by default it would end the
+    process without a word of what is saved); elsewhere signals cannot be handled, and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum, _frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Run:
+    """Answering the pending questions of one run, batch by batch, each batch saved as it is answered."""
+
+    benchmark_dir: Path
+    results_dir: Path
+    out: Path
+    prepend: bool
+    blank_images: bool
+    max_consecutive_failures: int
+
+    def answer(self, model, pending, mine: Answers, batch_size: int, progress: bool, identity, shard) -> None:
+        label = f"FaceXBench {identity.get('model')}" + (
+            f" shard {shard.index}/{shard.count}" if shard else ""
+        )
+        failures_in_a_row, failed = 0, 0
+        with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
+            for batch in batches(pending, batch_size, lambda item: _length(*item, self.prepend)):
+                messages = [
+                    vlmeval_message(task, number, self.benchmark_dir, self.prepend) for task, number in batch
+                ]
+                if self.blank_images:
+                    messages = [blanked(message, self.results_dir / BLANK_DIR) for message in messages]
+                for (task, number), (prediction, error) in zip(
+                    batch, answer_batch(model, messages), strict=True
+                ):
+                    mine.record(task.name, number, prediction, error)
+                    failed += error is not None
+                    failures_in_a_row = failures_in_a_row + 1 if error is not None else 0
+                for task in {task.name: task for task, _ in batch}.values():
+                    write_task(self.out, task, mine)
+                bar.update(len(batch))
+                if failed:
+                    bar.set_postfix(failed=failed)
+                if self.max_consecutive_failures and failures_in_a_row >= self.max_consecutive_failures:
+                    last = mine.errors[batch[-1][0].name][batch[-1][1]]
+                    raise FaceLLMError(
+                        f"{failures_in_a_row} questions in a row failed, the last with {last}; stopped "
+                        f"(answers so far are saved in {self.out})"
+                    )
+
+
 def merge(
     benchmark_dir: Path, results_dir: Path, limit: int | None = None, required: bool = True
 ) -> dict | None:
@@ -267,7 +337,7 @@ def merge(
     LIMIT per file) is answered or failed somewhere. Returns the merged summary; when something is still
     pending, raises (REQUIRED) or returns None."""
     check_folders(benchmark_dir, results_dir)
-    tasks = _prepare(benchmark_dir, limit)
+    tasks = prepare(benchmark_dir, limit)
     identity = read_identity(results_dir)
     if not identity:
         raise FaceLLMError(f"{results_dir}: no {RUN_FILE}: not a results folder of vlmeval/evaluate.py")

@@ -6,7 +6,8 @@ absolute (`find $PWD -name '*.jpg'`), and may not leave that folder: a line that
 in OUT. Spellings of one file (`1.jpg`, `./1.jpg`, `sub/../1.jpg`, `$PWD/1.jpg`) are one image. Each answer
 is one line of OUT (image, prompt, answer, tokens, latency); an image that cannot be read gets a line with
 its error and the run goes on. Lines already in OUT are skipped, so an interrupted run resumes where it
-stopped.
+stopped; failed ones are asked again, and at the end of a run OUT holds one line per image, its newest
+result.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facellm.common.cli import FaceLLMError, changed_settings, is_text
-from facellm.common.files import resolve_inside
+from facellm.common.files import resolve_inside, write_text_atomic
 from facellm.common.images import IMAGE_SUFFIXES, images_under
 from facellm.common.ledger import DONE, FAILED, Ledger
 
@@ -105,6 +106,29 @@ def open_answers(out: Path, settings: dict) -> Ledger:
     return ledger
 
 
+def pending(items: list[Item], ledger: Ledger) -> list[Item]:
+    """The ITEMS LEDGER holds no answer for: new ones, and failed ones (asked again)."""
+    return [item for item in items if not ledger.is_done(item.image, item.prompt)]
+
+
+def compact(ledger: Ledger) -> None:
+    """Rewrite the answers file with one line per image and prompt, its newest result (an answer once given
+    is final: a later error never replaces it), atomically, in the order the images first appeared. Lines
+    of images no longer listed are kept."""
+    ledger.sync()
+    lines = ledger.path.read_bytes().count(b"\n")
+    if lines == len(ledger.entries):
+        return  # nothing repeated: the file is left as it is
+    text = "".join(_line(entry) + "\n" for entry in ledger.entries.values())
+    # under the answers file's lock: no other run writes to it while it is replaced
+    write_text_atomic(ledger.path, text)
+
+
+def _line(entry: dict) -> str:
+    line = json.dumps(entry, ensure_ascii=False)
+    return line if is_text(line) else json.dumps(entry)  # a lone surrogate is written escaped, as appended
+
+
 def run_batch(
     model,
     items: list[Item],
@@ -129,7 +153,7 @@ def run_batch(
         ledger.append({**line, **timing, "error": error, "settings": settings})
         counts[status] += 1
 
-    todo = [item for item in items if not ledger.is_done(item.image, item.prompt)]  # failed: asked again
+    todo = pending(items, ledger)
     bar = tqdm(total=len(todo), desc="answering", unit="image", disable=not progress or None, file=sys.stderr)
     for start in range(0, len(todo), batch_size):
         ready = []

@@ -14,25 +14,29 @@ from PIL import Image
 from facellm.common.cli import FaceLLMError, is_text
 from facellm.common.images import TRAINING_MAX_PIXELS, load_image
 from facellm.common.options import add_answer_length, add_device_options, add_progress_option
-from facellm.infer.batch import list_items, open_answers, run_batch
-from facellm.infer.model import DEFAULT_MODEL, MAX_NEW_TOKENS, FaceLLMModel, Part
+from facellm.infer.batch import compact, list_items, open_answers, pending, run_batch
+from facellm.infer.model import DEFAULT_MODEL, MAX_NEW_TOKENS, FaceLLMModel, Part, locate_model
 
 
 def _loader(max_pixels: int | None, crop: bool):
     """Path -> the image the model sees: decoded, upright, RGB, FairFace-cropped when asked, downscaled."""
-    from facellm.common.images import downscale
 
     def load(path) -> Image.Image:
-        image = load_image(path)
-        if crop:
-            from facellm.infer.face_crop import crop_face
-
-            image, box = crop_face(image)
-            if box is None:
-                print(f"note: {path}: no face found, using the whole image", file=sys.stderr)
-        return downscale(image, max_pixels)
+        return _prepare(load_image(path), path, max_pixels, crop)
 
     return load
+
+
+def _prepare(image: Image.Image, path, max_pixels: int | None, crop: bool) -> Image.Image:
+    from facellm.common.images import downscale
+
+    if crop:
+        from facellm.infer.face_crop import crop_face
+
+        image, box = crop_face(image)
+        if box is None:
+            print(f"note: {path}: no face found, using the whole image", file=sys.stderr)
+    return downscale(image, max_pixels)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,25 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         raise FaceLLMError("--prompt is empty")
     if not is_text(args.prompt):
         raise FaceLLMError("--prompt is not valid UTF-8 text")
-    load = _loader(args.max_pixels or None, args.crop_face)
     options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
-
     if args.images is not None:
-        if args.output is None:
-            raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
-        items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
-        keep = ("model", "base", "system", "crop_face", "max_pixels")
-        settings = {name: getattr(args, name) for name in keep} | options
-        with open_answers(args.output, settings) as answers:  # so does a file that is not ours
-            done, failed, skipped = run_batch(
-                _model(args), items, answers, args.batch_size, load, settings, args.progress, **options
-            )
-        print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
-        if failed:
-            sys.exit(1)
+        _batch(args, _loader(args.max_pixels or None, args.crop_face), options)
         return
 
-    image = load(args.path_image)  # fail on a bad image before spending time loading the model
+    image = load_image(args.path_image)  # a bad image or model path fails in a second, before the imports
+    locate_model(args.model, args.base)  # of torch and transformers (cropping imports torch too)
+    image = _prepare(image, args.path_image, args.max_pixels or None, args.crop_face)
     model = _model(args)
     parts = [Part("image", image), Part("text", args.prompt)]
     if args.stream:
@@ -122,6 +115,39 @@ def main(argv: list[str] | None = None) -> None:
         model.generate_batch([parts], streamer=streamer, **options)
     else:
         print(model.generate(parts, **options))
+
+
+def _batch(args, load, options: dict) -> None:
+    if args.output is None:
+        raise FaceLLMError("--images needs --output FILE.jsonl (answers go there; rerun to resume)")
+    items = list_items(args.images, args.prompt)  # a bad list stops us before the model loads
+    keep = ("model", "base", "system", "crop_face", "max_pixels")
+    settings = {name: getattr(args, name) for name in keep} | options
+    if not args.output.exists():  # a new run: a wrong model path is refused before OUT is created
+        locate_model(args.model, args.base)
+    with open_answers(args.output, settings) as answers:  # so does a file that is not ours
+        todo = pending(items, answers)
+        if not todo:  # a finished run's rerun costs no model load
+            compact(answers)
+            print(f"nothing to do: {len(items)} images already answered in {args.output}")
+            return
+        locate_model(args.model, args.base)  # a path that cannot be a model: before torch is imported
+        try:
+            # list lines that cannot be asked (a path outside the list's folder) are recorded without a model
+            model = _model(args) if any(item.error is None for item in todo) else None
+            done, failed, skipped = run_batch(
+                model, items, answers, args.batch_size, load, settings, args.progress, **options
+            )
+        except KeyboardInterrupt:  # exit 130 through run_cli, with the way back
+            saved = sum(answers.is_done(item.image, item.prompt) for item in items)
+            raise KeyboardInterrupt(
+                f"{saved} of {len(items)} images answered so far are saved in {args.output}; "
+                "the same command resumes"
+            ) from None
+        compact(answers)  # one line per image: a retried image's old error line goes
+    print(f"{done} answered, {failed} failed, {skipped} already in {args.output}")
+    if failed:
+        sys.exit(1)
 
 
 def _model(args) -> FaceLLMModel:

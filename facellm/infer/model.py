@@ -10,6 +10,7 @@ processor's config says. Several prompts are answered in one left-padded batch b
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +38,42 @@ def training_system_prompt() -> str:
     return TRAINING_SYSTEM_PROMPT
 
 
-def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]:
+# What a hub id looks like (huggingface_hub's own rule): NAME or ORG/NAME of letters, digits, _ . -
+_HUB_ID = re.compile(r"(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b")
+EXPORT_HINT = "export one with ./export.sh (or pass a hub id ORG/NAME)"
+
+
+def could_be_hub_id(name: str) -> bool:
+    """False for a name that only a local path can be (a leading / . or ~, two slashes, a trailing slash):
+    transformers would send it to the hub anyway and answer, after its imports, with a hub error."""
+    return bool(_HUB_ID.fullmatch(name)) and "--" not in name and ".." not in name
+
+
+def check_model_path(model: str, hint: str = EXPORT_HINT) -> None:
+    """Refuse MODEL when it can only be a local folder and there is none, saying how to make one (HINT)."""
+    if not Path(model).exists() and not could_be_hub_id(model):
+        raise FaceLLMError(f"{model}: no such model folder; {hint}")
+
+
+def locate_model(model: str, base: str | None = None, hint: str = EXPORT_HINT) -> tuple[str, str | None]:
     """(model to load, LoRA adapter folder or None) for MODEL: a merged model folder, an adapter folder
-    (its base comes from adapter_config.json unless BASE is given), or a hub id."""
+    (its base comes from adapter_config.json unless BASE is given), or a hub id. Reads file names and small
+    JSON files only, so that a wrong path is refused before torch and transformers are imported."""
+    check_model_path(model, hint)
     path = Path(model)
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
-            check_adapter_weights(path)
+            _check_adapter_weights_exist(path)
             config = read_json(path / "adapter_config.json")
             named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
             if not (base or named):
                 raise FaceLLMError(f"{path}: adapter_config.json names no base model; pass --base")
+            check_model_path(
+                str(base or named),
+                "--base takes a model folder or a hub id ORG/NAME"
+                if base
+                else f"it is the base model {path / 'adapter_config.json'} names; pass --base DIR|HUB_ID",
+            )
             return str(base or named), str(path)
         if (path / "config.json").is_file():
             return str(path), None
@@ -59,14 +85,19 @@ def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]
     return model, None
 
 
+def resolve_model(model: str, base: str | None = None) -> tuple[str, str | None]:
+    """`locate_model`, with an adapter's weights opened and checked too."""
+    weights, adapter = locate_model(model, base)
+    if adapter:
+        check_adapter_weights(Path(adapter))
+    return weights, adapter
+
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def check_adapter_weights(folder: Path) -> None:
-    """Refuse, in one line, an adapter folder whose weights are missing, pickled or damaged (a training run
-    killed while saving, a copy cut short), before anything loads it."""
-    weights = folder / ADAPTER_WEIGHTS
-    if not weights.is_file():
+def _check_adapter_weights_exist(folder: Path) -> None:
+    if not (folder / ADAPTER_WEIGHTS).is_file():
         pickled = (
             " (it holds adapter_model.bin: only safetensors are loaded)"
             if (folder / "adapter_model.bin").is_file()
@@ -76,6 +107,13 @@ def check_adapter_weights(folder: Path) -> None:
             f"{folder}: LoRA adapter folder without its weights ({ADAPTER_WEIGHTS}){pickled}; "
             "train again, or use one of its checkpoint-N folders"
         )
+
+
+def check_adapter_weights(folder: Path) -> None:
+    """Refuse, in one line, an adapter folder whose weights are missing, pickled or damaged (a training run
+    killed while saving, a copy cut short), before anything loads it."""
+    _check_adapter_weights_exist(folder)
+    weights = folder / ADAPTER_WEIGHTS
     from safetensors import safe_open
 
     try:

@@ -136,7 +136,7 @@ def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
         raise FaceLLMError(f"{source}: deepspeed config {path} not found")
     if not dry_run and importlib.util.find_spec("deepspeed") is None:
         raise FaceLLMError(
-            f"{source}: uses DeepSpeed ({path}) but deepspeed is not installed: `uv pip install deepspeed` "
+            f"{source}: uses DeepSpeed ({path}) but deepspeed is not installed: `make deepspeed` "
             "on the GPU machine (it compiles against the local CUDA)"
         )
 

@@ -308,9 +308,14 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(
     assert killed["answers"] == whole["answers"] and killed["files"] == whole["files"]
 
 
-def test_evaluate_cli_unknown_model(tmp_path, capsys):
-    result = evaluate_cli("--model", "NoSuchModel", "--benchmark-dir", str(tmp_path), capsys=capsys)
-    assert_one_line_error(result, "unknown model 'NoSuchModel'")
+def test_evaluate_cli_unknown_model(bench, capsys):
+    """A name that is not the plug-in's is looked up in VLMEvalKit's supported_VLM, once the benchmark is
+    checked; the error names the closest of its models and the plug-in's."""
+    result = evaluate_cli("--model", "NoSuchModel", "--benchmark-dir", str(bench), capsys=capsys)
+    assert_one_line_error(result, "unknown model 'NoSuchModel'", "FaceLLM's plug-in adds FaceLLM-1B")
+    assert "did you mean" not in result.stderr
+    result = evaluate_cli("--model", "Qwen2-VL-2B-Instruc", "--benchmark-dir", str(bench), capsys=capsys)
+    assert_one_line_error(result, "not in VLMEvalKit's supported_VLM; did you mean Qwen2-VL-2B-Instruct")
 
 
 def test_evaluate_cli_empty_benchmark_folder(tmp_path, capsys):

@@ -2,16 +2,19 @@
 model; the same runner on the real FaceLLM model is tested in test_vlmeval_plugin.py."""
 
 import json
+import os
 import re
+import signal
 import sys
+import time
 
 import pytest
 from vlmeval.vlm.base import BaseModel
 
 from facellm.common.cli import FaceLLMError, run_cli
-from facellm.eval.plugin import import_file
+from facellm.eval.plugin import check_model_name, import_file
 from facellm.eval.results import Shard
-from facellm.eval.runner import batches, evaluate, merge
+from facellm.eval.runner import Interrupted, batches, evaluate, merge
 from facellm.eval.scoring import load_results, score
 from facellm.testing.sample_benchmark import build
 from tests.support import REPO, SAMPLE_FACES
@@ -456,3 +459,118 @@ def test_flags_take_both_spellings_hyphens_first_and_are_never_abbreviated(scrip
         given = run_main(main, [*before, flag, str(tmp_path / "none")], capsys)
         assert given.returncode != 0 and "usage:" not in given.stderr, given.stderr
         assert str(tmp_path / "none") in given.stderr and "results folder" in given.stderr, given.stderr
+
+
+@pytest.fixture
+def no_vlmevalkit(monkeypatch):
+    """evaluate.py's script module, where registering the plug-in (importing VLMEvalKit) fails the test."""
+    script = import_file(REPO / "vlmeval" / "evaluate.py", "facellm_vlmeval_evaluate_script")
+    monkeypatch.setattr(script, "register_plugin", lambda: pytest.fail("VLMEvalKit was imported"))
+    return script
+
+
+def test_a_misspelt_name_of_ours_is_refused_before_vlmevalkit_is_imported(
+    bench, no_vlmevalkit, monkeypatch, capsys
+):
+    for name, guess in (
+        ("FaceLLM-tin", "FaceLLM-tiny"),
+        ("facellm-8b", "FaceLLM-8B"),
+        ("InternVL3-1B-HF", None),
+    ):
+        code, errors = evaluate_main(monkeypatch, capsys, "--model", name, "--benchmark-dir", str(bench))
+        assert code == 2 and len(errors) == 1, errors
+        assert errors[0].startswith(f"error: unknown model '{name}'")
+        assert f"did you mean {guess or 'InternVL3-1B-hf'}?" in errors[0]
+        assert "FaceLLM-1B, FaceLLM-8B, FaceLLM-38B, InternVL3-1B-hf" in errors[0]  # the plug-in's names
+    check_model_name("InternVL3-8B")  # VLMEvalKit's own (remote code): left to VLMEvalKit
+    check_model_name("NoSuchModel")  # maybe one of VLMEvalKit's hundreds: checked once it is imported
+
+
+def test_a_missing_local_model_is_named_with_how_to_make_it(
+    bench, tmp_path, no_vlmevalkit, monkeypatch, capsys
+):
+    from facellm.eval import plugin
+
+    tiny, export = tmp_path / "saves" / "tiny-internvl3", tmp_path / "saves" / "demo" / "FaceLLM-tiny"
+    monkeypatch.setitem(plugin.REGISTERED_MODELS, "InternVL3-tiny", str(tiny))
+    monkeypatch.setitem(plugin.REGISTERED_MODELS, "FaceLLM-tiny", str(export))
+    results = ["--benchmark-dir", str(bench), "--results-dir", str(tmp_path / "r")]
+    code, errors = evaluate_main(monkeypatch, capsys, "--model", "InternVL3-tiny", *results)
+    assert code == 2 and errors == [
+        f"error: {tiny}: no such model folder; build it with `python -m facellm.testing.tiny_model --out "
+        f"{tiny}` (or `make demo`)"
+    ]
+    code, errors = evaluate_main(monkeypatch, capsys, "--model", "FaceLLM-tiny", *results)
+    assert code == 2 and errors[0].startswith(
+        f"error: {export}: no such model folder; make it with `make demo`"
+    )
+    path = ["--model-path", "saves/export/FaceLLM-1B"]
+    for name in ("FaceLLM-1B", "NoSuchModel"):  # any model class: a path that can only be a folder
+        code, errors = evaluate_main(monkeypatch, capsys, "--model", name, *path, *results)
+        assert code == 2 and errors == [
+            "error: saves/export/FaceLLM-1B: no such model folder; export one with ./export.sh (or pass a "
+            "hub id ORG/NAME)"
+        ]
+    assert not (tmp_path / "r").exists()
+
+
+class StoppedModel(OracleModel):
+    """Stopped while answering its question number AT: by Ctrl-C, or by SIGTERM sent to this process."""
+
+    def __init__(self, at, sigterm=False):
+        super().__init__()
+        self.at, self.sigterm = at, sigterm
+
+    def generate_inner(self, message, dataset=None):
+        if len(self.calls) + 1 == self.at:
+            if not self.sigterm:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # never over: the handler raises here as soon as the signal arrives
+        return super().generate_inner(message, dataset)
+
+
+def test_ctrl_c_says_what_is_saved_and_the_same_run_resumes(bench, tmp_path):
+    results = tmp_path / "r"
+    stopped = None
+    try:  # caught here, not by pytest.raises: a bare KeyboardInterrupt would end the whole session
+        run(bench, results, model=StoppedModel(at=4))
+    except KeyboardInterrupt as interrupt:
+        stopped = interrupt
+    assert isinstance(stopped, Interrupted) and stopped.code == 130
+    assert str(stopped) == (
+        f"3 of 9 questions answered so far are saved in {results}; the same command resumes"
+    )
+    saved_answers = sum(
+        "prediction" in q
+        for p in results.glob("sample_*.json")
+        for q in saved(results, p.stem)["questions"].values()
+    )
+    assert saved_answers == 3
+    model, summary = run(bench, results)
+    assert len(model.calls) == 6 and summary["overall"]["answered"] == 9
+
+
+def test_sigterm_stops_evaluate_py_with_143_and_the_resume_hint(bench, tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    script = import_file(REPO / "vlmeval" / "evaluate.py", "facellm_vlmeval_evaluate_script")
+    model = StoppedModel(at=3, sigterm=True)
+    registry = SimpleNamespace(supported_VLM={"FaceLLM-1B": lambda **options: model})
+    monkeypatch.setattr(script, "register_plugin", lambda: registry)
+
+    def unhandled(*_):  # what the test gets instead of the default action, which would end pytest itself
+        raise AssertionError("SIGTERM reached the handler evaluate.py should have replaced")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    results = tmp_path / "r"
+    try:
+        code, errors = evaluate_main(
+            monkeypatch, capsys, "--benchmark-dir", str(bench), "--results-dir", str(results)
+        )
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and errors == [
+        f"interrupted; 2 of 9 questions answered so far are saved in {results}; the same command resumes"
+    ]

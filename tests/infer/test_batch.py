@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# transformers gives its log handler the sys.stderr of the moment it is first imported: imported here, under
+# pytest's session-long capture, not inside a capsys test whose stream is closed when that test ends (later
+# warnings would then print a logging traceback into another test's stderr)
+import transformers  # noqa: F401
+
 from facellm.common.cli import FaceLLMError
 from facellm.infer.batch import list_items, open_answers, run_batch
 from facellm.infer.cli import main
@@ -59,7 +64,7 @@ def test_folder_with_a_corrupt_image_answers_the_rest_and_resumes(trained_tiny, 
     shutil.copy(FACES / "7.jpg", folder / "7.jpg")
     again = batch_cli(tiny_model, folder, out, capsys=capsys)
     assert "1 answered, 1 failed, 5 already" in again.stdout  # the new image, and broken.jpg asked again
-    assert len(lines(out)) == 8 and len({row["image"] for row in lines(out)}) == 7
+    assert len(lines(out)) == 7 and len({row["image"] for row in lines(out)}) == 7  # its newest line only
 
 
 def test_jsonl_list_with_prompts_and_a_text_list(tiny_model, tmp_path, capsys):
@@ -162,10 +167,8 @@ def test_failed_images_are_asked_again_and_other_settings_are_refused(trained_ti
     again = batch_cli(merged, folder, out, capsys=capsys)
     assert again.returncode == 0, again.stderr
     assert "1 answered, 0 failed, 5 already" in again.stdout
-    final = {}
-    for row in lines(out):
-        final[row["image"]] = row
-    assert final["broken.jpg"]["status"] == "done"
+    final = {row["image"]: row for row in lines(out)}
+    assert len(final) == len(lines(out)) == 6 and final["broken.jpg"]["status"] == "done"
     other = batch_cli(merged, folder, out, "--temperature", "0.7", capsys=capsys)
     assert_one_line_error(other, "answers.jsonl", "other settings", "temperature 0.0 -> 0.7")
 
@@ -241,3 +244,91 @@ def test_prompts_that_are_not_text(tmp_path):
         main(
             ["--path_image", str(FACES / "1.jpg"), "--prompt", b"caf\xe9".decode("utf-8", "surrogateescape")]
         )
+
+
+class FakeModel:
+    """A stand-in for FaceLLMModel behind inference.py's command line: answers every image, counts batches,
+    and raises INTERRUPT (Ctrl-C) when asked its batch number INTERRUPT_AT."""
+
+    def __init__(self, interrupt_at=None):
+        self.batches, self.interrupt_at = 0, interrupt_at
+
+    def check_fits(self, parts):
+        pass
+
+    def generate_batch(self, batch, **generation):
+        self.batches += 1
+        if self.batches == self.interrupt_at:
+            raise KeyboardInterrupt
+        return [(f"a face of {parts[0].value.size[0]} pixels", 3) for parts in batch]
+
+
+def fake_cli(monkeypatch, model, source, out, *extra, capsys):
+    """inference.py in batch mode on MODEL (None: loading a model fails the test)."""
+    import facellm.infer.cli as cli
+
+    def load(args):
+        if model is None:
+            pytest.fail("the model was loaded")
+        return model
+
+    monkeypatch.setattr(cli, "_model", load)
+    argv = ["--images", str(source), "--output", str(out), "--no-progress", "--batch-size", "2", *extra]
+    return run_main(main, argv, capsys)
+
+
+def test_a_rerun_with_nothing_pending_does_not_load_the_model(folder, tmp_path, monkeypatch, capsys):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "answers.jsonl"
+    first = fake_cli(monkeypatch, FakeModel(), folder, out, capsys=capsys)
+    assert first.returncode == 0 and "5 answered, 0 failed, 0 already" in first.stdout, first.stderr
+    written = out.read_bytes()
+    again = fake_cli(monkeypatch, None, folder, out, capsys=capsys)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"nothing to do: 5 images already answered in {out}"
+    assert out.read_bytes() == written
+    (folder / "broken.jpg").write_bytes(b"not an image")  # a failed image is pending: the model loads
+    third = fake_cli(monkeypatch, FakeModel(), folder, out, capsys=capsys)
+    assert third.returncode == 1 and "0 answered, 1 failed, 5 already" in third.stdout, third.stderr
+
+
+def test_a_retried_image_leaves_one_line_per_image_and_keeps_every_answer(
+    folder, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "answers.jsonl"
+    assert fake_cli(monkeypatch, FakeModel(), folder, out, capsys=capsys).returncode == 1  # broken.jpg
+    answered = [row for row in lines(out) if row["status"] == "done"]
+    assert len(answered) == 5
+    shutil.copy(FACES / "6.jpg", folder / "broken.jpg")  # the user repairs it
+    (folder / "5.jpg").unlink()  # and takes another out of the folder: its answer stays in OUT
+    again = fake_cli(monkeypatch, FakeModel(), folder, out, capsys=capsys)
+    assert again.returncode == 0 and "1 answered, 0 failed, 4 already" in again.stdout, again.stderr
+    rows = lines(out)
+    assert sorted(row["image"] for row in rows) == ["1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg", "broken.jpg"]
+    assert all(row["status"] == "done" for row in rows)
+    assert [row for row in rows if row["image"] != "broken.jpg"] == answered  # the first run's, untouched
+    assert not list(tmp_path.glob(".answers.jsonl.*"))  # no temporary file left beside it
+
+
+def test_an_interrupted_batch_run_says_what_is_saved_and_resumes(folder, tmp_path, monkeypatch, capsys):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "answers.jsonl"
+    stopped = fake_cli(monkeypatch, FakeModel(interrupt_at=2), folder, out, capsys=capsys)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
+    assert (
+        f"interrupted; 2 of 5 images answered so far are saved in {out}; the same command resumes"
+        in stopped.stderr
+    ), stopped.stderr
+    resumed = fake_cli(monkeypatch, FakeModel(), folder, out, capsys=capsys)
+    assert "3 answered, 0 failed, 2 already" in resumed.stdout, resumed.stderr
+
+
+def test_list_lines_that_cannot_be_asked_need_no_model(tmp_path, monkeypatch, capsys):
+    shutil.copy(FACES / "1.jpg", tmp_path / "1.jpg")
+    (tmp_path / "list.txt").write_text("1.jpg\n../outside.jpg\n")
+    out = tmp_path / "answers.jsonl"
+    first = fake_cli(monkeypatch, FakeModel(), tmp_path / "list.txt", out, capsys=capsys)
+    assert "1 answered, 1 failed, 0 already" in first.stdout, first.stderr
+    again = fake_cli(monkeypatch, None, tmp_path / "list.txt", out, capsys=capsys)  # only the bad line left
+    assert again.returncode == 1 and "0 answered, 1 failed, 1 already" in again.stdout, again.stderr
+    assert sorted(row["image"] for row in lines(out)) == ["../outside.jpg", "1.jpg"]  # one line each

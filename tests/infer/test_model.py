@@ -1,13 +1,14 @@
 import json
 import shutil
+import sys
 
 import pytest
 from PIL import Image
 
 from facellm.common.cli import FaceLLMError
 from facellm.infer.cli import main
-from facellm.infer.model import FaceLLMModel, Part, load_image, training_system_prompt
-from tests.support import SAMPLE_FACES, assert_one_line_error, run_main
+from facellm.infer.model import FaceLLMModel, Part, could_be_hub_id, load_image, training_system_prompt
+from tests.support import REPO, SAMPLE_FACES, assert_one_line_error, run_command, run_main
 
 FACE = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "1.jpg"
 FACE2 = SAMPLE_FACES / "fairface-img-margin025-trainval" / "val" / "2.jpg"
@@ -147,6 +148,69 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert_one_line_error(result, "--prompt is empty")
 
 
+@pytest.mark.parametrize(
+    ("name", "hub"),
+    [
+        ("Idiap/FaceLLM-1B", True),
+        ("gpt2", True),
+        ("saves/FaceLLM-1B", True),  # ORG/NAME: a folder if there is one, else the hub's
+        ("saves/export/FaceLLM-1B", False),
+        ("/models/FaceLLM-1B", False),
+        ("./FaceLLM-1B", False),
+        ("../FaceLLM-1B", False),
+        ("~/FaceLLM-1B", False),
+        ("Idiap/FaceLLM-1B/", False),
+        ("my model", False),
+    ],
+)
+def test_what_can_be_a_hub_id(name, hub):
+    assert could_be_hub_id(name) is hub
+
+
+def test_a_model_path_that_cannot_be_a_hub_id_fails_at_once(tmp_path, monkeypatch, capsys):
+    import facellm.infer.cli as cli
+
+    monkeypatch.setattr(cli, "FaceLLMModel", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    shutil.copy(FACE, tmp_path / "photos" / "1.jpg")
+    for source in (["--path-image", str(FACE)], ["--images", "photos", "--output", "answers.jsonl"]):
+        result = run_main(main, ["--model", "saves/export/FaceLLM-1B", *source], capsys)
+        assert_one_line_error(
+            result,
+            "saves/export/FaceLLM-1B: no such model folder; export one with ./export.sh (or pass a hub id",
+        )
+    assert not (tmp_path / "answers.jsonl").exists()  # refused before the answers file is made
+
+
+def test_path_and_name_errors_come_before_torch_transformers_and_vlmevalkit_are_imported(tmp_path):
+    """The fast errors of inference.py and evaluate.py, in a fresh interpreter: none of the heavy libraries
+    (20 to 40 s to import) is loaded when they are raised."""
+    script = f"""
+import sys
+from facellm.common.cli import FaceLLMError
+from facellm.eval.plugin import import_file
+from facellm.infer.cli import main as infer
+evaluate = import_file({str(REPO / "vlmeval" / "evaluate.py")!r}, "evaluate_script").main
+calls = [
+    (infer, ["--model", "saves/export/FaceLLM-1B", "--path-image", {str(FACE)!r}]),
+    (evaluate, ["--model", "FaceLLM-1B", "--model-path", "saves/export/FaceLLM-1B"]),
+    (evaluate, ["--model", "FaceLLM-tin"]),
+]
+for main, argv in calls:
+    try:
+        main(argv)
+    except FaceLLMError as error:
+        print(error)
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "transformers", "vlmeval"}}))
+"""
+    result = run_command(sys.executable, "-c", script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    errors = result.stdout.splitlines()
+    assert errors[0].startswith("saves/export/FaceLLM-1B: no such model folder") and errors[1] == errors[0]
+    assert errors[2].startswith("unknown model 'FaceLLM-tin'") and errors[3] == "[]", result.stdout
+
+
 def test_adapter_folder_answers_as_its_merged_export(trained_tiny, model):
     adapter, merged = trained_tiny
     question = "Describe this face in detail."
@@ -155,15 +219,21 @@ def test_adapter_folder_answers_as_its_merged_export(trained_tiny, model):
     assert via_adapter != model.answer(FACE, question, max_new_tokens=12)  # the adapter changed the model
 
 
-def test_adapter_for_another_base_is_a_clear_error(trained_tiny, tmp_path, capsys):
-    adapter, _ = trained_tiny
-    wrong = tmp_path / "wrong-adapter"
-    shutil.copytree(adapter, wrong)
-    config = json.loads((wrong / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = str(tmp_path / "no-such-base")
-    (wrong / "adapter_config.json").write_text(json.dumps(config))
-    result = run_main(main, ["--model", str(wrong), "--path_image", str(FACE)], capsys)
-    assert_one_line_error(result, "no-such-base", "cannot load model")
+def test_an_adapter_whose_base_is_missing_is_refused_before_anything_loads(tmp_path, monkeypatch, capsys):
+    import facellm.infer.cli as cli
+
+    monkeypatch.setattr(cli, "FaceLLMModel", lambda *a, **k: pytest.fail("the model was loaded"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"")  # its content is checked once torch is in
+    config = {"base_model_name_or_path": str(tmp_path / "no-such-base"), "peft_type": "LORA"}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    result = run_main(main, ["--model", str(adapter), "--path-image", str(FACE)], capsys)
+    assert_one_line_error(
+        result, f"{tmp_path / 'no-such-base'}: no such model folder", "adapter_config.json names; pass --base"
+    )
+    result = run_main(main, ["--model", str(adapter), "--base", "./base", "--path-image", str(FACE)], capsys)
+    assert_one_line_error(result, "./base: no such model folder; --base takes a model folder or a hub id")
 
 
 def test_batched_generation_gives_the_one_at_a_time_answers_and_logits(learned, faces, model):
