@@ -55,16 +55,34 @@ def learned_tiny(demo) -> dict[str, Path]:
     }
 
 
+# the quick start, started in the background once the collected tests are known to need it
+STARTED: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    """Start the README's quick start (minutes of mostly one-core work: imports, a short training) as soon as
+    a collected test needs it, so that it runs beside the tests that come before its first user instead of
+    holding them up."""
+    if any("quickstart" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.quickstart import start_quickstart
+
+        clone = session.config._tmp_path_factory.mktemp("quickstart") / "FaceLLM"
+        log = clone.parent / "quickstart.log"
+        STARTED["quickstart"] = (start_quickstart(clone, log), clone, log)
+
+
+def pytest_sessionfinish(session) -> None:
+    if "quickstart" in STARTED and STARTED["quickstart"][0].poll() is None:  # the session ended first
+        STARTED["quickstart"][0].kill()
+
+
 @pytest.fixture(scope="session")
-def quickstart(tmp_path_factory) -> Path:
+def quickstart() -> Path:
     """The clone in which the README's quick start ran, as printed, by bash (tests/quickstart.py): its
     LoRA run and export are the LoRA path's fixtures."""
-    from tests.quickstart import run_quickstart
-
-    clone = tmp_path_factory.mktemp("quickstart") / "FaceLLM"
-    log = clone.parent / "quickstart.log"
-    result = run_quickstart(clone, log)
-    assert result.returncode == 0, log.read_text(encoding="utf-8", errors="replace")[-4000:]
+    process, clone, log = STARTED["quickstart"]
+    code = process.wait(timeout=1800)
+    assert code == 0, log.read_text(encoding="utf-8", errors="replace")[-4000:]
     return clone
 
 

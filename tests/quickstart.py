@@ -56,15 +56,20 @@ def newcomer_env() -> dict:
     return env
 
 
-def run_quickstart(clone: Path, log: Path) -> subprocess.CompletedProcess:
-    """Clone into CLONE and run the README's block there; its whole output goes to LOG."""
+def start_quickstart(clone: Path, log: Path) -> subprocess.Popen:
+    """Clone into CLONE and start the README's block there, its whole output going to LOG."""
     fresh_clone(clone)
     block = quickstart_block((clone / "README.md").read_text(encoding="utf-8"))
-    with log.open("w", encoding="utf-8") as handle:
-        return subprocess.run(
+    with log.open("w", encoding="utf-8") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
             ["bash", "-e", "-c", block], cwd=clone, env=newcomer_env(), stdout=handle,
-            stderr=subprocess.STDOUT, timeout=1800, check=False,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+def run_quickstart(clone: Path, log: Path) -> int:
+    """start_quickstart, waited for; its exit code."""
+    return start_quickstart(clone, log).wait(timeout=1800)
 
 
 def main() -> None:
@@ -76,9 +81,9 @@ def main() -> None:
         sys.exit(f"error: {clone}: not empty; give a new folder")
     clone.mkdir(parents=True, exist_ok=True)
     log = clone.parent / "quickstart.log"
-    result = run_quickstart(clone, log)
-    print(f"quick start: exit {result.returncode}; clone {clone}; output {log}")
-    sys.exit(result.returncode)
+    code = run_quickstart(clone, log)
+    print(f"quick start: exit {code}; clone {clone}; output {log}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

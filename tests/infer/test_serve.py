@@ -104,6 +104,8 @@ def test_api_answers_an_openai_client_with_a_base64_image(trained_tiny, tmp_path
     assert KEY not in text
     # the terminal shows what happens, not the server's hundreds of lines (they are all in the log)
     assert shown_path.read_text().splitlines() == [
+        "warning: binding 0.0.0.0 exposes the model beyond this machine; requests must carry API_KEY as "
+        "their bearer key",
         f"serve: loading {merged} (full log: {log_path}; --verbose shows it)",
         f"serve: ready at http://0.0.0.0:{port}/v1 (model name FaceLLM-tiny); Ctrl-C stops it",
     ]

@@ -14,14 +14,17 @@ from facellm.common.cli import run_cli
 from facellm.train.launch import main
 from facellm.train.recipes import checkpoints
 from facellm.train.report import losses, training_summary
+from tests.quickstart import newcomer_env
 from tests.support import (
     REPO,
     assert_one_line_error,
-    command_env,
     quickstart_train_args,
     run_command,
     run_main,
 )
+
+# the fake trainers below load no model: a hub id, which train.sh does not look for on disk
+HUB_MODEL = "model_name_or_path=OpenGVLab/InternVL3-1B-hf"
 
 # A stand-in for llamafactory-cli (`train CONFIG`): FAKE_TRAINER=fail fails as a Python trainer does, after
 # writing a checkpoint when FAKE_CHECKPOINT names one; FAKE_TRAINER=wait waits, and dies of the SIGTERM or
@@ -79,12 +82,13 @@ def test_run_leaves_resolved_config_loss_curve_and_preflight(lora_run, quickstar
     assert training_summary(lora_run)["global_step"] == 60
 
 
-def test_killed_run_resumes_from_its_checkpoint(lora_run, quickstart, tmp_path, capsys):
+def test_killed_run_resumes_from_its_checkpoint(lora_run, quickstart, tmp_path):
+    # the quick start's own command in its clone, into another folder: killed, then run again
     out = tmp_path / "lora"
-    arguments = quickstart_train_args(quickstart, out)
-    command = ("bash", "train.sh", *arguments, "--no-preflight")
+    command = ("./train.sh", "configs/tiny_cpu_lora_sft.yaml", "dataset_dir=saves/quickstart/ffgpt",
+               f"output_dir={out}", "--no-preflight")  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=REPO, env=command_env(), start_new_session=True,
+        command, cwd=quickstart, env=newcomer_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -98,12 +102,12 @@ def test_killed_run_resumes_from_its_checkpoint(lora_run, quickstart, tmp_path, 
     step = int(resumed_from.name.split("-")[1])
     assert step < 60 and not (out / "trainer_state.json").exists(), "the kill came too late"
 
-    result = run_main(main, [*arguments, "--no-preflight"], capsys)  # the same command, in this process
+    result = subprocess.run(command, cwd=quickstart, env=newcomer_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {resumed_from}" in result.stderr
     # a short view (progress bar, summary); LLaMA-Factory's hundreds of lines go to the run's log
     assert "[INFO" not in result.stderr and len(result.stderr.split("\n")) < 12, result.stderr
-    assert f"full log: {out / 'train.log'}" in result.stderr and "train: steps " in result.stdout
+    assert f"full log: {out / 'train.log'}" in result.stderr and f"train: steps {step} -> 60" in result.stdout
     assert "llamafactory" in (out / "train.log").read_text() and "train: 100%" in result.stderr
     resumed, reference = logged_losses(out), logged_losses(lora_run)
     assert max(resumed) == 60
@@ -231,7 +235,7 @@ def test_a_failed_run_says_what_failed_and_offers_to_resume_only_from_a_checkpoi
     monkeypatch.setenv("FAKE_TRAINER", "fail")
     monkeypatch.setenv("FORCE_TORCHRUN", "1")  # the distributed path: the trainer is a process of its own
     out = tmp_path / "out"
-    args = ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={out}", "--no-preflight"]
+    args = ["configs/tiny_cpu_lora_sft.yaml", HUB_MODEL, f"output_dir={out}", "--no-preflight"]
 
     def errors() -> list[str]:
         with pytest.raises(SystemExit) as stop:
@@ -268,7 +272,7 @@ def test_a_one_process_run_is_stopped_by_sigterm_and_sigint_and_says_so(
         time.sleep(30)
 
     monkeypatch.setattr(tuner, "run_exp", trainer)
-    args = ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}", "--no-preflight"]
+    args = ["configs/tiny_cpu_lora_sft.yaml", HUB_MODEL, f"output_dir={tmp_path / 'out'}", "--no-preflight"]
     result = run_main(main, args, capsys)
     name = signal.Signals(signum).name
     assert started and result.returncode == code, result.stderr
@@ -284,7 +288,9 @@ def test_a_one_process_run_that_fails_says_what_failed(monkeypatch, tmp_path, ca
 
     monkeypatch.setattr(tuner, "run_exp", trainer)
     result = run_main(
-        main, ["configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}", "--no-preflight"], capsys
+        main,
+        ["configs/tiny_cpu_lora_sft.yaml", HUB_MODEL, f"output_dir={tmp_path / 'out'}", "--no-preflight"],
+        capsys,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -298,7 +304,7 @@ def test_a_one_process_run_that_fails_says_what_failed(monkeypatch, tmp_path, ca
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_stop_the_trainer_and_exit_143_and_130(fake_trainer, tmp_path, signum, code):
     process = subprocess.Popen(
-        ("bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", f"output_dir={tmp_path / 'out'}",
+        ("bash", "train.sh", "configs/tiny_cpu_lora_sft.yaml", HUB_MODEL, f"output_dir={tmp_path / 'out'}",
          "--no-preflight"),
         cwd=REPO, env={**os.environ, "FAKE_TRAINER": "wait", "FORCE_TORCHRUN": "1"}, stderr=subprocess.PIPE,
         text=True,
