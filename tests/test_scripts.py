@@ -86,3 +86,20 @@ def test_the_dry_run_endpoint_and_serve_sh_do_not_share_a_default_port():
     assert serve != DEFAULT_PORT  # both may run at once, as the README's dry run and serving sections do
     readme = (REPO / "README.md").read_text()
     assert f"--base-url http://127.0.0.1:{DEFAULT_PORT}/v1" in readme and f"127.0.0.1:{serve}/v1" in readme
+
+
+def test_the_dry_run_endpoint_on_a_busy_port_is_one_line_at_once(capsys):
+    import socket
+    import time
+
+    from facellm.testing.local_endpoint import main
+    from tests.support import run_main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run_main(main, ["--port", str(port)], capsys)
+    assert_one_line_error(result, f"port {port}", "in use", "another --port")
+    assert time.monotonic() - started < 3

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from http.server import ThreadingHTTPServer
 
+from facellm.common.cli import FaceLLMError, run_cli
 from facellm.data.prompts import RACE_PHRASES
 from facellm.testing.endpoint_http import Handler
 
@@ -265,7 +266,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
     parser.add_argument("--model", default="gpt-4o-2024-11-20", help="model id listed by /v1/models")
     args = parser.parse_args(argv)
-    endpoint = LocalEndpoint(latency=args.latency, model=args.model, port=args.port)
+    if not 0 < args.port < 65536:
+        raise FaceLLMError(f"--port {args.port} is out of range (1-65535)")
+    try:
+        endpoint = LocalEndpoint(latency=args.latency, model=args.model, port=args.port)
+    except OSError as error:  # the usual one: the port is taken (serve.sh's 8000, or another dry run)
+        raise FaceLLMError(
+            f"cannot listen on 127.0.0.1 port {args.port}: {error.strerror or error}; pass another --port "
+            "and use it in --base-url"
+        ) from None
     print(f"serving on {endpoint.base_url} (Ctrl-C to stop)", flush=True)
     try:
         endpoint._server.serve_forever()
@@ -274,4 +283,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
