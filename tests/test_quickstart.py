@@ -37,3 +37,37 @@ def test_the_terminal_shows_progress_not_the_libraries_logs(quickstart):
 
 def test_the_marker_is_in_the_readme_once():
     assert (REPO / "README.md").read_text().count(QUICKSTART) == 1
+
+
+def test_the_readme_names_every_file_the_stages_wrote(quickstart):
+    """Item by item, what the quick start's stages left is listed in the README (checkpoints by pattern)."""
+    readme = (REPO / "README.md").read_text()
+    outputs = readme[readme.index("## Where outputs go") :]
+    out = quickstart / "saves" / "quickstart"
+    questions = {path.name for path in (out / "benchmark").glob("*.json")}
+
+    def listed_as(path):
+        if path.name.startswith("checkpoint-"):
+            return "checkpoint-N/"
+        return "<file>.json" if path.name in questions else path.name  # a results file per question file
+
+    written = {
+        listed_as(path)
+        for folder in ("ffgpt", "lora", "FaceLLM-tiny", "results")
+        for path in (out / folder).iterdir()
+    }
+    missing = sorted(
+        name for name in written if f"`{name}`" not in outputs and f"`{name.rstrip('/')}" not in outputs
+    )
+    assert not missing, missing
+
+
+def test_licence_citations_and_ignored_web_ui_folders():
+    assert (REPO / "LICENSE").read_text().lstrip().startswith("Apache License")
+    readme = (REPO / "README.md").read_text()
+    licence = readme[readme.index("## Licence and citation") : readme.index("## Development")]
+    for needle in ("CC BY 4.0", "FaceXBench", "InternVL3", "2507.10300", "2501.10360", "2403.13372"):
+        assert needle in licence, needle
+    assert licence.count("@inproceedings{") + licence.count("@article{") == 5
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "llamaboard_cache/" in ignored and "llamaboard_config/" in ignored
