@@ -1,11 +1,15 @@
 import os
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.support import run_command
+from tests.support import REPO, command_env
+
+# the quick start and the demo, started in the background once the collected tests are known to need them
+STARTED: dict = {}
 
 # Nothing in the suite may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,22 +28,23 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
+    if "tiny" in STARTED:  # built when the background work was started
+        return STARTED["tiny"]
     from facellm.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-internvl3")
 
 
 @pytest.fixture(scope="session")
-def demo(tiny_model, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+def demo() -> tuple[subprocess.CompletedProcess, Path]:
     """(its output, its folder): `make demo`'s pipeline, run once per session on the session's tiny model.
     Every stage runs for real; the tests that need a trained, exported or evaluated model use its outputs."""
-    workdir = tmp_path_factory.mktemp("demo") / "demo"
-    result = run_command(
-        "python", "-m", "facellm.testing.demo", "--workdir", str(workdir), "--tiny-model", str(tiny_model),
-        timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result, workdir
+    STARTED["demo thread"].join(timeout=1800)
+    process, command, workdir = STARTED["demo"]
+    code = process.wait(timeout=900)
+    out, err = ((workdir.parent / name).read_text() for name in ("stdout", "stderr"))
+    assert code == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(command, code, out, err), workdir
 
 
 @pytest.fixture(scope="session")
@@ -55,25 +60,43 @@ def learned_tiny(demo) -> dict[str, Path]:
     }
 
 
-# the quick start, started in the background once the collected tests are known to need it
-STARTED: dict = {}
-
-
 def pytest_collection_finish(session) -> None:
-    """Start the README's quick start (minutes of mostly one-core work: imports, a short training) as soon as
-    a collected test needs it, so that it runs beside the tests that come before its first user instead of
-    holding them up."""
-    if any("quickstart" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Start the README's quick start, then the demo, in the background as soon as a collected test needs
+    them: minutes of work each, much of it on one core (imports, tiny models), which runs beside the tests
+    that come before their first users instead of holding them up. One after the other, on one thread
+    each, so that with the tests beside them the two cores are busy but not oversubscribed."""
+    needed = set().union(*(getattr(item, "fixturenames", ()) for item in session.items))
+    factory = session.config._tmp_path_factory
+    if "quickstart" in needed:
         from tests.quickstart import start_quickstart
 
-        clone = session.config._tmp_path_factory.mktemp("quickstart") / "FaceLLM"
+        clone = factory.mktemp("quickstart") / "FaceLLM"
         log = clone.parent / "quickstart.log"
         STARTED["quickstart"] = (start_quickstart(clone, log), clone, log)
+    if "demo" in needed:
+        from facellm.testing.tiny_model import build_tiny_model
+
+        STARTED["tiny"] = build_tiny_model(factory.mktemp("tiny") / "tiny-internvl3")
+        workdir = factory.mktemp("demo") / "demo"
+        STARTED["demo thread"] = threading.Thread(target=_demo_after_quickstart, args=(workdir,), daemon=True)
+        STARTED["demo thread"].start()
+
+
+def _demo_after_quickstart(workdir: Path) -> None:
+    if "quickstart" in STARTED:
+        STARTED["quickstart"][0].wait()
+    command = ["python", "-m", "facellm.testing.demo", "--workdir", str(workdir), "--tiny-model"]
+    command.append(str(STARTED["tiny"]))
+    env = {**command_env(), "OMP_NUM_THREADS": "1"}
+    with (workdir.parent / "stdout").open("w") as out, (workdir.parent / "stderr").open("w") as err:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+    STARTED["demo"] = (process, command, workdir)
 
 
 def pytest_sessionfinish(session) -> None:
-    if "quickstart" in STARTED and STARTED["quickstart"][0].poll() is None:  # the session ended first
-        STARTED["quickstart"][0].kill()
+    for name in ("quickstart", "demo"):
+        if name in STARTED and STARTED[name][0].poll() is None:  # the session ended first
+            STARTED[name][0].kill()
 
 
 @pytest.fixture(scope="session")

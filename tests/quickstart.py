@@ -56,13 +56,18 @@ def newcomer_env() -> dict:
     return env
 
 
+def background_env() -> dict:
+    """newcomer_env on one thread: the suite runs the quick start beside its other tests, on two cores."""
+    return {**newcomer_env(), "OMP_NUM_THREADS": "1"}
+
+
 def start_quickstart(clone: Path, log: Path) -> subprocess.Popen:
     """Clone into CLONE and start the README's block there, its whole output going to LOG."""
     fresh_clone(clone)
     block = quickstart_block((clone / "README.md").read_text(encoding="utf-8"))
     with log.open("w", encoding="utf-8") as handle:  # the child keeps its own descriptor
         return subprocess.Popen(
-            ["bash", "-e", "-c", block], cwd=clone, env=newcomer_env(), stdout=handle,
+            ["bash", "-e", "-c", block], cwd=clone, env=background_env(), stdout=handle,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 

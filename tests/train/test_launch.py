@@ -14,7 +14,7 @@ from facellm.common.cli import run_cli
 from facellm.train.launch import main
 from facellm.train.recipes import checkpoints
 from facellm.train.report import losses, training_summary
-from tests.quickstart import newcomer_env
+from tests.quickstart import background_env
 from tests.support import (
     REPO,
     assert_one_line_error,
@@ -88,7 +88,7 @@ def test_killed_run_resumes_from_its_checkpoint(lora_run, quickstart, tmp_path):
     command = ("./train.sh", "configs/tiny_cpu_lora_sft.yaml", "dataset_dir=saves/quickstart/ffgpt",
                f"output_dir={out}", "--no-preflight")  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=quickstart, env=newcomer_env(), start_new_session=True,
+        command, cwd=quickstart, env=background_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -102,7 +102,7 @@ def test_killed_run_resumes_from_its_checkpoint(lora_run, quickstart, tmp_path):
     step = int(resumed_from.name.split("-")[1])
     assert step < 60 and not (out / "trainer_state.json").exists(), "the kill came too late"
 
-    result = subprocess.run(command, cwd=quickstart, env=newcomer_env(), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=quickstart, env=background_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {resumed_from}" in result.stderr
     # a short view (progress bar, summary); LLaMA-Factory's hundreds of lines go to the run's log
