@@ -15,7 +15,7 @@ from facellm.eval.plugin import (
     unknown_model,
 )
 from facellm.eval.results import Shard, check_folders
-from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, Interrupted, evaluate, merge, prepare
+from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, evaluate, merge, prepare
 from facellm.eval.scoring import RESULTS_TEXT
 from facellm.infer.model import EXPORT_HINT, check_model_path, locate_model
 
@@ -152,16 +152,13 @@ def main(argv: list[str] | None = None) -> None:
             options["device"] = args.device or device_for(shard)
         return register_plugin().supported_VLM[args.model](**options)
 
-    try:
-        summary = evaluate(
-            make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
-            batch_size=args.batch_size, shard=shard, progress=args.progress,
-            max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
-            tasks=tasks,
-        )  # fmt: skip
-    except Interrupted as stop:  # Ctrl-C (130) or SIGTERM (143), with what is saved and the way back
-        print(f"interrupted; {stop}", file=sys.stderr)
-        sys.exit(stop.code)
+    # Ctrl-C (130) or SIGTERM (143) ends it through run_cli, saying what is saved and the way back
+    summary = evaluate(
+        make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
+        batch_size=args.batch_size, shard=shard, progress=args.progress,
+        max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
+        tasks=tasks,
+    )  # fmt: skip
     if shard and not summary["merged"]:
         counts = summary["overall"]
         print(

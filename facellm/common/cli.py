@@ -54,4 +54,4 @@ def run_cli(main: Callable[[], object]) -> None:
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as interrupt:  # a command may say how to resume in the interrupt's message
         print("interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(interrupt, "code", 130))  # 143 for an interrupt that SIGTERM raised

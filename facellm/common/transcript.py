@@ -45,12 +45,12 @@ def output_to(handle) -> Iterator[None]:
 
 @contextmanager
 def _tee(handle, view: TextIO) -> Iterator[None]:
-    """output_to(HANDLE), with every byte also shown on VIEW (--verbose)."""
+    """output_to(HANDLE, a text file), with every byte also shown on VIEW (--verbose)."""
     read, write = os.pipe()
 
     def copy() -> None:
         while chunk := os.read(read, 65536):
-            handle.buffer.write(chunk) if hasattr(handle, "buffer") else handle.write(chunk.decode())
+            handle.buffer.write(chunk)
             handle.flush()
             view.write(chunk.decode("utf-8", "replace"))
             view.flush()

@@ -32,7 +32,6 @@ from facellm.common.transcript import transcript
 from facellm.train.preflight import run_preflight
 from facellm.train.progress import progress_callback, shown
 from facellm.train.recipes import (
-    PATH_KEYS,
     RESOLVED_CONFIG,
     check_config,
     check_models,
@@ -94,10 +93,7 @@ def _previous_config(output_dir: Path) -> dict:
         before = yaml.safe_load((output_dir / RESOLVED_CONFIG).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return {}
-    for key in PATH_KEYS:
-        if isinstance(before.get(key), str) and not os.path.isabs(before[key]):
-            before[key] = str((REPO / before[key]).resolve())
-    return before
+    return resolve_paths(before, {}) if isinstance(before, dict) else {}
 
 
 def _check_resumable(before: dict, config: dict, output_dir: Path) -> None:

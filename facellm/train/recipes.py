@@ -26,6 +26,7 @@ import yaml
 
 from facellm.common.cli import FaceLLMError, first_line
 from facellm.common.files import REPO, read_json, write_json_atomic
+from facellm.infer.model import could_be_hub_id
 
 RESOLVED_CONFIG = "facellm_resolved_config.yaml"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -84,14 +85,11 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def _is_local(value: str, base: Path) -> bool:
-    """Whether a model argument names a folder rather than a hub id (NAME or ORG/NAME)."""
+    """Whether a model argument names a folder rather than a hub id (NAME or ORG/NAME): what inference takes
+    for one, a folder that is there, or a path under one of the project's own folders."""
     parts = Path(value).parts
     return (
-        value.startswith((".", "/", "~"))
-        or value.endswith("/")
-        or len(parts) > 2
-        or (base / value).exists()
-        or (len(parts) == 2 and parts[0] in LOCAL_ROOTS)
+        not could_be_hub_id(value) or (base / value).exists() or (len(parts) == 2 and parts[0] in LOCAL_ROOTS)
     )
 
 
