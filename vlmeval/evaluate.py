@@ -8,6 +8,7 @@ from pathlib import Path
 from facellm.common.cli import run_cli
 from facellm.common.options import add_answer_length, add_device_options, add_progress_option
 from facellm.eval.plugin import (
+    DEFAULT_PROTOCOLS,
     MAKE_LOCAL,
     REGISTERED_MODELS,
     check_model_name,
@@ -15,15 +16,23 @@ from facellm.eval.plugin import (
     unknown_model,
 )
 from facellm.eval.results import Shard, check_folders
-from facellm.eval.runner import MAX_CONSECUTIVE_FAILURES, evaluate, merge, prepare
+from facellm.eval.runner import MAX_BATCH_TOKENS, MAX_CONSECUTIVE_FAILURES, evaluate, merge, prepare
 from facellm.eval.scoring import RESULTS_TEXT
 from facellm.infer.model import EXPORT_HINT, check_model_path, locate_model
+from facellm.infer.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
 DESCRIPTION = """\
 Answer the FaceXBench questions with a model registered in VLMEvalKit's supported_VLM (FaceLLM-1B/8B/38B and
 InternVL3-{1B,2B,8B,14B,38B}-hf are added by this repository's plug-in) and write the results in the
 FaceXBench format: RESULTS/<file>.json is the question file with a "prediction" per answered question, plus
 results.txt / results.json (accuracy per category, task, image count and file) and summary.json.
+
+The plug-in's models ask each question under one of two protocols (--protocol, recorded with the results):
+  released  the FaceLLM authors' evaluation, how the published numbers were made: no system message, images
+            tiled by InternVLProcessor's defaults (up to 12 tiles + a thumbnail), bfloat16, 2048 new tokens
+  training  as LLaMA-Factory showed the data in training: its system prompt, tiling as the image
+            processor's config says, 64 new tokens, the machine's dtype (CUDA bfloat16, CPU float32)
+--max-new-tokens and --dtype override the protocol's own.
 
 Every image is resolved against --benchmark-dir and checked before the model loads: a missing image, or a
 file that is not an image, stops the run (an image is never handed to the model as text). Results are saved
@@ -66,10 +75,21 @@ def main(argv: list[str] | None = None) -> None:
         "the authors' evaluation",
     )  # fmt: skip
     parser.add_argument(
+        "--protocol", choices=sorted(PROTOCOLS), default=None,
+        help=f"how the plug-in's models are asked (default: {DEFAULT_PROTOCOL}; training for the tiny "
+        "models, which have no published numbers and were trained by this repository's recipes)",
+    )  # fmt: skip
+    parser.add_argument(
         "--batch-size", "--batch_size", type=int, default=1,
         help="questions per forward pass (default: 1, the authors' protocol). FaceLLM answers a batch "
         "left-padded, with the same greedy answers as one at a time in float32; in bfloat16 an answer may "
         "change where two tokens are nearly tied",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-batch-tokens", "--max_batch_tokens", type=int, default=MAX_BATCH_TOKENS,
+        help="most prompt tokens in one batch, padding included (rows x longest prompt; images counted as "
+        "the tiles they make): a bound on a batch's memory; a longer question is asked alone "
+        "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions of each file")
     parser.add_argument(
@@ -86,8 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         help="replace every image by a uniform grey one of the same size: a control that shows how much of "
         "the score the images earn (recorded in run.json; use its own --results-dir)",
     )  # fmt: skip
-    add_answer_length(parser, None, "64 for the plug-in's models, the model's own for others")
-    add_device_options(parser, "a plug-in model")
+    add_answer_length(parser, None, "the protocol's for the plug-in's models, the model's own for others")
+    add_device_options(
+        parser,
+        "a plug-in model",
+        "the protocol's: bfloat16 for released; for training bfloat16 on CUDA, else float32",
+    )
     parser.add_argument(
         "--max-consecutive-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
         help="stop when this many questions in a row fail, e.g. a broken model or GPU "
@@ -99,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--limit must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.max_batch_tokens < 1:
+        parser.error("--max-batch-tokens must be at least 1")
     if args.max_consecutive_failures < 0:
         parser.error("--max-consecutive-failures must be 0 or more")
     results_dir = args.results_dir or Path("saves/facexbench") / args.model
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     # transformers are imported (20 to 40 s): the model's name and path, then the benchmark and its images.
     check_model_name(args.model)
     registered = args.model in REGISTERED_MODELS
+    if args.protocol and not registered:
+        parser.error(f"--protocol applies to the plug-in's models ({', '.join(REGISTERED_MODELS)})")
     if registered:
         default_path = REGISTERED_MODELS[args.model]
         if args.model_path:
@@ -133,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         # a local folder is recorded by its absolute path, so that resuming from elsewhere still matches
         local = Path(args.model_path)
         overrides["model_path"] = str(local.absolute()) if local.exists() else args.model_path
-    max_new_tokens = args.max_new_tokens or (64 if registered else None)
+    protocol = PROTOCOLS[args.protocol or DEFAULT_PROTOCOLS[args.model]] if registered else None
+    max_new_tokens = args.max_new_tokens or (protocol.max_new_tokens if protocol else None)
     if max_new_tokens is not None:
         overrides["max_new_tokens"] = max_new_tokens
     identity = {
@@ -142,14 +171,19 @@ def main(argv: list[str] | None = None) -> None:
         "prepend_text": args.prepend,
         "max_new_tokens": max_new_tokens,
     }
+    if protocol:  # answers of one protocol and dtype are never mixed with the other's
+        identity |= {"protocol": protocol.name, "dtype": args.dtype or protocol.dtype}
     if args.blank_images:  # only when set: results folders written before the option keep their identity
         identity["blank_images"] = True
 
     def make_model():
         options = dict(overrides)
         if registered:
-            options["dtype"] = args.dtype
-            options["device"] = args.device or device_for(shard)
+            options |= {
+                "protocol": protocol.name,
+                "dtype": args.dtype,
+                "device": args.device or device_for(shard),
+            }
         return register_plugin().supported_VLM[args.model](**options)
 
     # Ctrl-C (130) or SIGTERM (143) ends it through run_cli, saying what is saved and the way back
@@ -157,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         make_model, identity, args.benchmark_dir, results_dir, limit=args.limit, prepend=args.prepend,
         batch_size=args.batch_size, shard=shard, progress=args.progress,
         max_consecutive_failures=args.max_consecutive_failures, blank_images=args.blank_images,
-        tasks=tasks,
+        tasks=tasks, max_batch_tokens=args.max_batch_tokens,
     )  # fmt: skip
     if shard and not summary["merged"]:
         counts = summary["overall"]

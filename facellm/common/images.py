@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,27 +48,44 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def downscaled_size(size: tuple[int, int], max_pixels: int | None = TRAINING_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image of SIZE once `downscale` has shrunk it."""
+    width, height = size
+    if max_pixels and width * height > max_pixels:
+        factor = math.sqrt(max_pixels / (width * height))
+        new_width, new_height = max(1, int(width * factor)), max(1, int(height * factor))
+        if new_width * new_height > max_pixels:  # a strip so thin that a side had to stay at 1 pixel
+            if new_width > new_height:
+                new_width = max_pixels // new_height
+            else:
+                new_height = max_pixels // new_width
+        return new_width, new_height
+    return width, height
+
+
 def downscale(image: Image.Image, max_pixels: int | None = TRAINING_MAX_PIXELS) -> Image.Image:
     """Shrink to at most MAX_PIXELS keeping the aspect ratio, as LLaMA-Factory does before its processor."""
-    if max_pixels and image.width * image.height > max_pixels:
-        factor = math.sqrt(max_pixels / (image.width * image.height))
-        width, height = max(1, int(image.width * factor)), max(1, int(image.height * factor))
-        if width * height > max_pixels:  # a strip so thin that a side had to stay at 1 pixel
-            width, height = (max_pixels // height, height) if width > height else (width, max_pixels // width)
-        image = image.resize((width, height))
-    return image
+    size = downscaled_size(image.size, max_pixels)
+    return image.resize(size) if size != image.size else image
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """An RGB image with its EXIF orientation applied (and downscaled when MAX_PIXELS is given); a clear
     error naming the file when it is missing, not an image, or truncated."""
     path = Path(path)
+    with named_image_errors(path), Image.open(path) as image:
+        image.load()  # decode now: a truncated file fails here, not inside the model
+        return downscale(to_rgb(ImageOps.exif_transpose(image)), max_pixels)
+
+
+@contextmanager
+def named_image_errors(path: Path):
+    """Around the opening of the image PATH (checked to exist first): Pillow's errors become one line that
+    names the file and the problem."""
     if not path.is_file():
         raise FaceLLMError(f"{path}: image not found")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not inside the model
-            return downscale(to_rgb(ImageOps.exif_transpose(image)), max_pixels)
+        yield
     except Image.DecompressionBombError:
         raise FaceLLMError(
             f"{path}: too many pixels to decode safely (over {Image.MAX_IMAGE_PIXELS})"

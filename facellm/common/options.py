@@ -73,7 +73,11 @@ def from_args(settings: type, args: argparse.Namespace, **given: Any) -> Any:
     return settings(**{name: getattr(args, name) for name in names}, **given)
 
 
-def add_device_options(parser: argparse.ArgumentParser, what: str = "the model") -> None:
+def add_device_options(
+    parser: argparse.ArgumentParser,
+    what: str = "the model",
+    dtype_default: str = "bfloat16 on CUDA, else float32",
+) -> None:
     parser.add_argument(
         "--device",
         default=None,
@@ -83,7 +87,7 @@ def add_device_options(parser: argparse.ArgumentParser, what: str = "the model")
         "--dtype",
         choices=DTYPES,
         default=None,
-        help="weights' precision (default: bfloat16 on CUDA, else float32)",
+        help=f"weights' precision (default: {dtype_default})",
     )
 
 

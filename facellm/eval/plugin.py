@@ -17,6 +17,7 @@ from types import ModuleType
 
 from facellm.common.cli import FaceLLMError
 from facellm.common.files import REPO
+from facellm.infer.protocol import DEFAULT_PROTOCOL
 
 PLUGIN_DIR = REPO / "vlmeval"
 
@@ -38,6 +39,12 @@ TINY_MODELS = {
     "FaceLLM-tiny": str(REPO / "saves" / "demo" / "export" / "FaceLLM-tiny"),
 }
 REGISTERED_MODELS = FACELLM_MODELS | BASELINE_MODELS | TINY_MODELS
+# How each is asked by default (facellm.infer.protocol): as the authors evaluated, so that scores compare with
+# the published ones; the tiny models, which have none and were trained by this repository's recipes, as
+# they were trained.
+DEFAULT_PROTOCOLS = {name: DEFAULT_PROTOCOL for name in FACELLM_MODELS | BASELINE_MODELS} | {
+    name: "training" for name in TINY_MODELS
+}
 # How to make the local folder of a registered model when it is missing (a hub id is the hub's business).
 MAKE_LOCAL = {
     "InternVL3-tiny": "build it with `python -m facellm.testing.tiny_model --out {path}` (or `make demo`)",

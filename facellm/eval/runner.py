@@ -109,31 +109,39 @@ def answer_batch(model, messages: list[list[dict]]) -> list[tuple[str | None, st
     return results
 
 
-# A rough prompt length in characters, an image counting as much text as the ~256 tokens of one InternVL tile.
-IMAGE_CHARACTERS = 1000
-# Longer prompts (about 2k tokens: in FaceXBench, the tool-use questions) are answered alone. Their prefill is
-# compute-bound, so a batch saves nothing, and padding makes attention take its masked path: two different
-# tool-use prompts took 2.5 to 3.5 times as long in one batch as one after the other (tiny model, CPU).
-ALONE_CHARACTERS = 8_000
+# Without a model that measures its prompts (`prompt_tokens`), a prompt's length is guessed from its text
+# (about four characters per token) and images (an InternVL tile is 256 tokens).
+CHARACTERS_PER_TOKEN, IMAGE_TOKENS = 4, 258
+# Longer prompts (in FaceXBench: the tool-use questions, ~2.2k tokens, and tiled large images) are answered
+# alone. Their prefill is compute-bound, so a batch saves nothing, and padding makes attention take its masked
+# path: two different tool-use prompts took 2.5 to 3.5 times as long in one batch as one after the other.
+ALONE_TOKENS = 2_000
+# The padded prompt tokens of one batch (rows x longest prompt), a bound on its activation memory.
+MAX_BATCH_TOKENS = 32_768
 
 
-def _length(task: Task, number: str, prepend: bool) -> int:
+def guessed_tokens(task: Task, number: str, prepend: bool) -> int:
     images = len(task.questions[number]["image_paths"])
-    return len(prompt_text(task, number, prepend)) + IMAGE_CHARACTERS * images
+    return len(prompt_text(task, number, prepend)) // CHARACTERS_PER_TOKEN + IMAGE_TOKENS * images
 
 
-def batches(items: list, size: int, length: Callable[[object], int]) -> list[list]:
-    """ITEMS (sorted by LENGTH) in batches of at most SIZE. A new batch starts early where an item is more
-    than 1.5 times as long as the batch's first (every prompt is padded to the longest, which would cost more
-    than batching saves), and an item longer than ALONE_CHARACTERS is a batch of its own."""
+def batches(
+    items: list, size: int, length: Callable[[object], int], max_tokens: int | None = None
+) -> list[list]:
+    """ITEMS (sorted by LENGTH, in tokens) in batches of at most SIZE whose padded size (rows x longest)
+    stays within MAX_TOKENS; an item longer than that is a batch of its own. A new batch also starts where an
+    item is more than 1.5 times as long as the batch's first (every prompt is padded to the longest, which
+    would cost more than batching saves), and an item longer than ALONE_TOKENS is a batch of its own."""
     groups: list[list] = []
     for item in items:
         current = groups[-1] if groups else []
+        tokens = length(item)
         fits = (
             current
             and len(current) < size
-            and length(item) <= 1.5 * length(current[0])
-            and length(item) <= ALONE_CHARACTERS
+            and tokens <= 1.5 * length(current[0])
+            and tokens <= ALONE_TOKENS
+            and (max_tokens is None or (len(current) + 1) * max(tokens, *map(length, current)) <= max_tokens)
         )
         if fits:
             current.append(item)
@@ -207,12 +215,14 @@ def evaluate(
     max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
     blank_images: bool = False,
     tasks: list[Task] | None = None,
+    max_batch_tokens: int | None = MAX_BATCH_TOKENS,
 ) -> dict:
     """Answer every pending question of the benchmark (the first LIMIT of each file when given; only those of
     SHARD when given) and return the summary of the folder written. IDENTITY (model, model_path and prompt
     settings) is recorded in run.json; MAKE_MODEL is called only when something is left to answer. With
     BLANK_IMAGES every image is replaced by a grey one of its size (see `blanked`). TASKS: the benchmark as
-    `prepare` read it, when the caller has read it already. Ctrl-C or SIGTERM raises `Interrupted`."""
+    `prepare` read it, when the caller has read it already. Batches hold at most BATCH_SIZE questions and
+    MAX_BATCH_TOKENS padded prompt tokens (see `batches`). Ctrl-C or SIGTERM raises `Interrupted`."""
     check_folders(benchmark_dir, results_dir)
     tasks = prepare(benchmark_dir, limit) if tasks is None else tasks
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -225,15 +235,14 @@ def evaluate(
         for position, (task, number) in enumerate(_positions(tasks))
         if (shard is None or shard.owns(position)) and not known.has(task.name, number)
     ]
-    # Similar prompt lengths side by side: less padding in a batch (the tool-use context is ~9k characters).
-    pending.sort(key=lambda item: _length(*item, prepend))
-
     for task in tasks:  # every file from the start, so that a report on a run in progress counts what is left
         if not (out / f"{task.name}.json").is_file():
             write_task(out, task, mine)
 
     if pending:
-        run = _Run(benchmark_dir, results_dir, out, prepend, blank_images, max_consecutive_failures)
+        run = _Run(
+            benchmark_dir, results_dir, out, prepend, blank_images, max_consecutive_failures, max_batch_tokens
+        )
         try:
             with _sigterm_interrupts():
                 run.answer(make_model(), pending, mine, batch_size, progress, identity, shard)
@@ -298,14 +307,35 @@ class _Run:
     prepend: bool
     blank_images: bool
     max_consecutive_failures: int
+    max_batch_tokens: int | None
+
+    def lengths(self, model, pending) -> dict[tuple[str, str], int]:
+        """The prompt length in tokens of each pending question: measured by the model when it can
+        (FaceLLM's `prompt_tokens`), else guessed. A question that cannot be measured counts as long, so it is
+        asked alone and fails alone."""
+        measure = getattr(model, "prompt_tokens", None)
+        found = {}
+        for task, number in pending:
+            tokens = None
+            if measure is not None:
+                try:
+                    tokens = int(measure(vlmeval_message(task, number, self.benchmark_dir, self.prepend)))
+                except Exception:  # the question's own attempt reports the problem
+                    tokens = ALONE_TOKENS + 1
+            found[task.name, number] = tokens or guessed_tokens(task, number, self.prepend)
+        return found
 
     def answer(self, model, pending, mine: Answers, batch_size: int, progress: bool, identity, shard) -> None:
         label = f"FaceXBench {identity.get('model')}" + (
             f" shard {shard.index}/{shard.count}" if shard else ""
         )
         failures_in_a_row, failed = 0, 0
+        tokens = self.lengths(model, pending) if batch_size > 1 else {}
+        length = (lambda item: tokens[item[0].name, item[1]]) if tokens else (lambda item: 0)
+        # Similar prompt lengths side by side: less padding in a batch
+        pending = sorted(pending, key=length)
         with tqdm(total=len(pending), desc=label, unit="question", disable=not progress) as bar:
-            for batch in batches(pending, batch_size, lambda item: _length(*item, self.prepend)):
+            for batch in batches(pending, batch_size, length, self.max_batch_tokens):
                 messages = [
                     vlmeval_message(task, number, self.benchmark_dir, self.prepend) for task, number in batch
                 ]

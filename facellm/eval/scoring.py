@@ -24,6 +24,7 @@ from pathlib import Path
 from facellm.common.cli import FaceLLMError
 from facellm.common.files import read_json, write_json_atomic, write_text_atomic
 from facellm.eval.facexbench import Task, extract_letter, load_task
+from facellm.infer.protocol import PROTOCOLS
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -186,6 +187,9 @@ def text(data: dict) -> str:
     """results.txt: the tables of results.json."""
     overall = data["overall"]
     lines = [f"FaceXBench: {data['model']} ({data['model_path']})"]
+    protocol = data.get("settings", {}).get("protocol")
+    if protocol:
+        lines.append(f"protocol: {protocol} ({PROTOCOLS[protocol].summary})")
     lines.append(
         f"accuracy {_accuracy(overall)} % = {overall['correct']} correct / "
         f"{overall['answered'] + overall['failed']} scored ({data['scope']})"
@@ -226,7 +230,12 @@ def text(data: dict) -> str:
             lines.append(line + (f" {row['overlapping']:>8}" if extra else ""))
     published = PUBLISHED_CATEGORIES.get(data["model"])
     if published:
-        lines += ["", f"published {data['model']} (FaceLLM paper) vs this run, accuracy %"]
+        how = (
+            ""
+            if protocol in (None, "released")
+            else f"; this run used the {protocol} protocol, they the released one"
+        )
+        lines += ["", f"published {data['model']} (FaceLLM paper) vs this run, accuracy %{how}"]
         for category, value in published.items():
             row = data["categories"].get(category)
             lines.append(f"{category:<20} {value:>7.2f} {_accuracy(row) if row else '-':>7}")
@@ -312,7 +321,12 @@ def comparison_figure(data: dict | None = None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    label = None if data is None else f"{data['model']} (this run)"
+    protocol = (data or {}).get("settings", {}).get("protocol")
+    label = (
+        None
+        if data is None
+        else f"{data['model']} (this run" + (f", {protocol} protocol)" if protocol else ")")
+    )
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
     _category_panel(left, data, label)
     _ranking_panel(right, data, label)

@@ -2,16 +2,16 @@
 LoRA adapter folder (loaded on top of the base model it names).
 
 One class, `FaceLLMModel`, used by `inference.py` and by the VLMEvalKit plug-in. It loads the model with
-transformers' native InternVL classes (no remote code) and prompts it exactly as LLaMA-Factory's `intern_vl`
-template did during training: same system prompt, one image placeholder per image, tiling as the image
-processor's config says. Several prompts are answered in one left-padded batch by `generate_batch`.
+transformers' native InternVL classes (no remote code) and prompts it under one of the protocols of
+`facellm.infer.protocol`: `training` (inference.py's: as LLaMA-Factory's `intern_vl` template trained it) or
+`released` (the FaceLLM authors' evaluation). Several prompts are answered in one left-padded batch by
+`generate_batch`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +20,7 @@ from facellm.common.cli import FaceLLMError, first_line
 from facellm.common.files import read_json
 from facellm.common.images import TRAINING_MAX_PIXELS, load_image
 from facellm.common.options import DTYPES
+from facellm.infer.protocol import Part, encode_released, encode_training, find_protocol, prompt_tokens
 
 DEFAULT_MODEL = "Idiap/FaceLLM-1B"
 TRAINING_TEMPLATE = "intern_vl"
@@ -133,41 +134,6 @@ def processor_source(weights: str, adapter: str | None) -> str:
     return adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else weights
 
 
-@dataclass
-class Part:
-    """One piece of an interleaved prompt: an image (path or PIL image) or a text."""
-
-    kind: str  # "image" | "text"
-    value: object
-
-
-def encode_turns(processor, system: str | None, batch: list[list[Part]], load_image_part) -> object:
-    """Model inputs for a batch of user turns made of interleaved images and texts, laid out as
-    LLaMA-Factory's intern_vl template trained them: SYSTEM first when given, one image placeholder per
-    image (each image through LOAD_IMAGE_PART), left-padded."""
-    texts, images = [], []
-    for turn in batch:
-        content = []
-        for part in turn:
-            if part.kind == "image":
-                images.append(load_image_part(part.value))
-                content.append({"type": "image"})
-            elif part.kind == "text":
-                content.append({"type": "text", "text": str(part.value)})
-            else:
-                raise ValueError(f"unsupported prompt part {part.kind!r}")
-        messages = [{"role": "user", "content": content}]
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
-    # LLaMA-Factory tiles images only as the image processor's own config says (InternVLProcessor would
-    # always tile); following that config shows the model what it was trained on.
-    tiling = {"crop_to_patches": bool(getattr(processor.image_processor, "crop_to_patches", False))}
-    return processor(
-        images=images or None, text=texts, return_tensors="pt", padding=True, images_kwargs=tiling
-    )
-
-
 class FaceLLMModel:
     def __init__(
         self,
@@ -178,6 +144,7 @@ class FaceLLMModel:
         max_new_tokens: int = MAX_NEW_TOKENS,
         base: str | None = None,
         max_pixels: int | None = TRAINING_MAX_PIXELS,
+        protocol: str = "training",
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -189,7 +156,10 @@ class FaceLLMModel:
             raise FaceLLMError(
                 f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
             ) from None
-        dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        self.protocol = find_protocol(protocol)
+        if system is not None and not self.protocol.system_prompt:
+            raise FaceLLMError(f"the {self.protocol.name} protocol sends no system message; drop system=")
+        dtype = dtype or self.protocol.dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         if dtype not in DTYPES:
             raise FaceLLMError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         weights, adapter = resolve_model(model_path, base)
@@ -209,7 +179,10 @@ class FaceLLMModel:
         except (RuntimeError, AssertionError) as error:
             raise FaceLLMError(f"device {self.device!r} is not usable here ({first_line(error)})") from None
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self.system = training_system_prompt() if system is None else system
+        self.dtype = dtype
+        self.system = (
+            (training_system_prompt() if system is None else system) if self.protocol.system_prompt else None
+        )
         self.max_new_tokens = max_new_tokens
         self.max_pixels = max_pixels
 
@@ -224,7 +197,14 @@ class FaceLLMModel:
         """The model inputs (token ids, pixels) for one user turn of interleaved images and texts, or for a
         batch of such turns (left-padded)."""
         batch = parts if parts and isinstance(parts[0], list) else [parts]
-        return encode_turns(self.processor, self.system, batch, self._image)
+        if self.protocol.name == "released":
+            return encode_released(self.processor, batch)
+        return encode_training(self.processor, self.system, batch, self._image)
+
+    def prompt_tokens(self, parts: list[Part]) -> int:
+        """The length in tokens of one user turn's model inputs, from its text and image sizes (no image is
+        decoded): what batches are sized by."""
+        return prompt_tokens(self.processor, self.protocol, parts, self.system, self.max_pixels)
 
     @property
     def context_length(self) -> int | None:

@@ -23,7 +23,7 @@ from facellm.testing.built import build_or_reuse
 DEFAULT_DIR = Path("saves/tiny-internvl3")
 SEED = 0
 MARKER = "facellm_tiny.json"
-RECIPE_VERSION = 2  # bump when the architecture or the tokenizer recipe below changes
+RECIPE_VERSION = 3  # bump when the architecture or the tokenizer recipe below changes
 VOCAB_SIZE = 1200
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
@@ -98,8 +98,10 @@ def _build_processor(tokenizer):
 
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    # InternVL3's own image-processor settings but the tile size: no tiling in its config (which
+    # LLaMA-Factory follows), up to 12 tiles when a caller asks for tiling (as InternVLProcessor does).
     image_processor = GotOcr2ImageProcessor(
-        size=size, crop_to_patches=False, min_patches=1, max_patches=1, image_mean=mean, image_std=std
+        size=size, crop_to_patches=False, min_patches=1, max_patches=12, image_mean=mean, image_std=std
     )
     video_processor = InternVLVideoProcessor(size=size, image_mean=mean, image_std=std)
     return InternVLProcessor(
@@ -201,6 +203,25 @@ def build_tiny_model(out_dir: str | os.PathLike = DEFAULT_DIR, seed: int = SEED,
         _build_processor(tokenizer).save_pretrained(folder)
 
     return build_or_reuse(out, MARKER, build_fingerprint(seed), build)
+
+
+# InternVL3's own tiles: 448 px, (448 / 14)^2 patches halved twice by the pixel shuffle = 256 tokens each
+INTERNVL3_TILE, INTERNVL3_TILE_TOKENS = 448, 256
+
+
+def with_internvl3_tiles(model_dir: Path, out: Path) -> Path:
+    """OUT: the processor of MODEL_DIR (the tiny model's tokenizer and chat template) with InternVL3's tile
+    size and tokens per tile, for the questions where the tile size matters (how many tiles a large image
+    makes, how long a prompt gets). Processor files only: the tiny model's weights see 56-px tiles."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    image_processor = processor.image_processor
+    image_processor.size = {"height": INTERNVL3_TILE, "width": INTERNVL3_TILE}
+    image_processor.crop_to_patches, image_processor.min_patches, image_processor.max_patches = False, 1, 12
+    processor.image_seq_length = INTERNVL3_TILE_TOKENS
+    processor.save_pretrained(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,10 +47,10 @@ def _resolved_config(adapter: Path) -> dict:
 def _probe_inputs(processor, image_path: Path, prompt: str, template: str):
     """The probe laid out exactly as inference.py asks it (system prompt of TEMPLATE, training image size)."""
     from facellm.common.images import TRAINING_MAX_PIXELS, load_image
-    from facellm.infer.model import Part, encode_turns
+    from facellm.infer.protocol import Part, encode_training
 
     probe = [[Part("image", image_path), Part("text", prompt)]]
-    return encode_turns(
+    return encode_training(
         processor, template_system_prompt(template), probe, lambda path: load_image(path, TRAINING_MAX_PIXELS)
     )
 

@@ -42,8 +42,15 @@ def bench(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def facellm(noisy):
+    """The default (released) protocol, in float32: batches are exact in float32 only."""
     register_plugin()
-    return supported_VLM["FaceLLM-1B"](model_path=str(noisy), max_new_tokens=8)
+    return supported_VLM["FaceLLM-1B"](model_path=str(noisy), max_new_tokens=8, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def facellm_training(noisy):
+    register_plugin()
+    return supported_VLM["FaceLLM-1B"](model_path=str(noisy), max_new_tokens=8, protocol="training")
 
 
 def identity(path, max_new_tokens=8):
@@ -145,8 +152,12 @@ def test_vlmevalkit_run_py_config_route_end_to_end(noisy, tmp_path):
         assert len(predictions) == 3 and predictions["prediction"].notna().all(), result.stderr[-3000:]
 
 
-def test_batched_path_gives_the_one_at_a_time_answers(facellm, bench):
+@pytest.mark.parametrize("protocol", ["released", "training"])
+def test_batched_path_gives_the_one_at_a_time_answers(protocol, request, bench):
     from facellm.eval.facexbench import load_benchmark, vlmeval_message
+
+    facellm = request.getfixturevalue("facellm" if protocol == "released" else "facellm_training")
+    assert facellm.engine.protocol.name == protocol
 
     messages = [vlmeval_message(t, n, bench) for t in load_benchmark(bench) for n in t.questions]
     alone = [facellm.generate(m, dataset="MCQ") for m in messages]
@@ -178,8 +189,9 @@ def test_every_image_reaches_the_model_as_pixels(facellm, bench):
     message = vlmeval_message(task, "1", bench)
     inputs = facellm.engine.encode(facellm_parts(message))
     context = facellm.engine.processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
-    assert inputs["pixel_values"].shape[0] == 3
-    assert (inputs["input_ids"] == context).sum().item() == 3 * 4  # 4 tokens per image in the tiny model
+    # the released protocol tiles each 224-px face in 3 x 3 of the tiny model's 56-px tiles plus a thumbnail
+    assert inputs["pixel_values"].shape[0] == 3 * 10
+    assert (inputs["input_ids"] == context).sum().item() == 3 * 10 * 4  # 4 tokens per tile in the tiny model
     relative = task.questions["1"]["image_paths"][0]
     with pytest.raises(FaceLLMError, match=r"image not found .*would reach the model as text"):
         facellm.generate([relative, "Who is this?"], dataset="MCQ")
@@ -281,7 +293,16 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(
         for copy in range(1, 4):
             shutil.copy(big / f"{name}.json", big / f"{name}_{copy}.json")
     results = tmp_path / "killed"
-    args = ["--model-path", str(noisy), "--benchmark-dir", "big", "--results-dir", str(results)]
+    args = [
+        "--model-path",
+        str(noisy),
+        "--benchmark-dir",
+        "big",
+        "--results-dir",
+        str(results),
+        "--dtype",
+        "float32",
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     process = subprocess.Popen(
         ["python", str(REPO / "vlmeval" / "evaluate.py"), "--max-new-tokens", "8", *args],
@@ -352,3 +373,53 @@ def test_evaluate_cli_missing_image_and_results_of_another_model(bench, tmp_path
         )
     finally:
         (tmp_path / "away.png").rename(bench / "images" / "sample_single_mcq_age" / "question_2.png")
+
+
+def test_the_protocol_is_recorded_shown_and_never_mixed(noisy, bench, tmp_path, capsys):
+    results = tmp_path / "training"
+    common = ["--model-path", str(noisy), "--benchmark-dir", str(bench), "--limit", "1"]
+    common += ["--max-new-tokens", "4", "--results-dir", str(results)]
+    result = evaluate_cli("--protocol", "training", *common, capsys=capsys)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((results / "run.json").read_text())
+    assert (run["protocol"], run["dtype"]) == ("training", None)
+    assert json.loads((results / "results.json").read_text())["settings"]["protocol"] == "training"
+    text = (results / "results.txt").read_text()
+    assert "protocol: training (as LLaMA-Factory trained:" in text
+    assert "this run used the training protocol, they the released one" in text
+
+    released = evaluate_cli(*common, capsys=capsys)  # the default protocol, into the training run's folder
+    assert_one_line_error(
+        released, str(results), "protocol 'training' -> 'released'", "dtype None -> 'bfloat16'"
+    )
+    other = evaluate_cli("--model", "InternVL3-tiny", "--protocol", "training", *common[2:], capsys=capsys)
+    assert other.returncode != 0
+    not_ours = evaluate_cli("--model", "Qwen2-VL-2B-Instruct", "--protocol", "training", capsys=capsys)
+    assert not_ours.returncode == 2 and "--protocol applies to the plug-in's models" in not_ours.stderr
+
+
+def test_batches_stay_within_the_token_budget(facellm, bench, tmp_path, monkeypatch):
+    """Batches are sized by the prompt tokens the model will see (images as the tiles they make), padding
+    included, never by question count alone."""
+    from facellm.eval.facexbench import load_benchmark, vlmeval_message
+
+    messages = [vlmeval_message(t, n, bench) for t in load_benchmark(bench) for n in t.questions]
+    lengths = sorted(facellm.prompt_tokens(m) for m in messages)
+    budget = 3 * lengths[0] + 10  # three one-image questions fit, four do not; a three-image one is alone
+    shapes = []
+    encode = facellm.engine.encode
+
+    def recording(parts):
+        inputs = encode(parts)
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return inputs
+
+    monkeypatch.setattr(facellm.engine, "encode", recording)
+    evaluate(
+        lambda: facellm, identity("noisy"), bench, tmp_path / "r", batch_size=16, progress=False,
+        max_batch_tokens=budget,
+    )  # fmt: skip
+    assert sum(rows for rows, _ in shapes) == len(messages)  # every question in one batch, none retried
+    assert max(rows for rows, _ in shapes) == 3
+    assert all(rows * width <= budget for rows, width in shapes if rows > 1)
+    assert lengths[-1] > budget / 2 and (1, lengths[-1]) in shapes  # the longest could share with nothing

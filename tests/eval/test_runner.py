@@ -141,8 +141,16 @@ def test_batches_keep_prompts_of_similar_length_together():
     lengths = [1, 1, 1, 1, 2, 3, 10, 11]
     assert batches(lengths, 3, lambda x: x) == [[1, 1, 1], [1], [2, 3], [10, 11]]
     assert batches(lengths, 1, lambda x: x) == [[x] for x in lengths]
-    long = [7_000, 8_000, 9_000, 9_000]  # past 8,000 characters a prompt is answered alone
-    assert batches(long, 16, lambda x: x) == [[7_000, 8_000], [9_000], [9_000]]
+    long = [1_500, 2_000, 2_200, 2_200]  # past 2,000 tokens a prompt is answered alone
+    assert batches(long, 16, lambda x: x) == [[1_500, 2_000], [2_200], [2_200]]
+
+
+def test_batches_never_exceed_the_token_budget():
+    lengths = [100, 100, 110, 120, 130, 140, 150, 600, 700]
+    groups = batches(lengths, 16, lambda x: x, max_tokens=450)
+    assert groups == [[100, 100, 110], [120, 130, 140], [150], [600], [700]]  # 3 x 110 fits, 4 x 120 not
+    assert all(len(group) * max(group) <= 450 for group in groups if len(group) > 1)
+    assert [x for group in groups for x in group] == lengths  # one over the budget: a batch of its own
 
 
 def test_many_failures_in_a_row_stop_the_run_with_answers_kept(bench, tmp_path):

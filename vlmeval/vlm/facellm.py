@@ -10,24 +10,32 @@ from vlmeval.vlm.base import BaseModel
 from facellm.common.cli import FaceLLMError
 from facellm.common.images import IMAGE_SUFFIXES
 from facellm.infer.model import DEFAULT_MODEL, FaceLLMModel, Part
+from facellm.infer.protocol import DEFAULT_PROTOCOL, find_protocol
 
 
 class FaceLLM(BaseModel):
     INTERLEAVE = True  # FaceXBench has questions with several images between texts
 
     def __init__(
-        self, model_path=DEFAULT_MODEL, max_new_tokens=64, system=None, device=None, dtype=None, **kwargs
-    ):
+        self, model_path=DEFAULT_MODEL, protocol=DEFAULT_PROTOCOL, max_new_tokens=None, system=None,
+        device=None, dtype=None, **kwargs,
+    ):  # fmt: skip
         super().__init__()
         if kwargs:  # VLMEvalKit passes its own options to every model; a typo should not pass unnoticed
             warnings.warn(f"FaceLLM ignores {', '.join(sorted(kwargs))}", stacklevel=2)
         self.model_path = model_path
-        # Device and dtype follow the machine (CUDA bf16, else CPU fp32) unless given. Benchmark images reach
-        # the model at their own size, as in the released evaluation.
+        # The protocol (facellm.infer.protocol) sets the prompt layout, the answer length and the dtype; the
+        # last two can be given. Benchmark images reach the model at their own size under both, as in the
+        # released evaluation.
+        chosen = find_protocol(protocol)
         self.engine = FaceLLMModel(
-            model_path, device=device, dtype=dtype, system=system, max_new_tokens=max_new_tokens,
-            max_pixels=None,
+            model_path, device=device, dtype=dtype, system=system, max_pixels=None, protocol=chosen.name,
+            max_new_tokens=max_new_tokens or chosen.max_new_tokens,
         )  # fmt: skip
+
+    def prompt_tokens(self, message) -> int:
+        """The length in tokens of a VLMEvalKit message's model inputs (how the runner sizes batches)."""
+        return self.engine.prompt_tokens(_parts(message))
 
     def preproc_content(self, inputs):
         """VLMEvalKit's, with an error naming the file where VLMEvalKit would fail a bare assertion: an image
