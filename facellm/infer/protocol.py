@@ -154,28 +154,33 @@ def image_size(value, max_pixels: int | None = None) -> tuple[int, int]:
     return height, width
 
 
+def image_tokens(processor, protocol: Protocol, image, max_pixels: int | None = None) -> int:
+    """The tokens IMAGE takes in a prompt under PROTOCOL: `image_seq_length` per tile between its start and
+    end tokens. Computed from its size, as the image processor tiles it."""
+    height, width = image_size(image, None if protocol.tiling == "processor" else max_pixels)
+    tiling = {"crop_to_patches": _tiles(processor, protocol.tiling)}
+    tiles = processor.image_processor.get_number_of_image_patches(height, width, tiling)
+    return 2 + processor.image_seq_length * tiles
+
+
 def prompt_tokens(
     processor, protocol: Protocol, turn: list[Part], system: str | None = None, max_pixels: int | None = None
 ) -> int:
     """The length in tokens of TURN's model inputs under PROTOCOL, computed from the text and the image sizes
-    (no image is decoded): the chat template's text, where each image's placeholder becomes its start and end
-    tokens around `image_seq_length` tokens per tile. Equal to the encoded length (the tests check it)."""
+    (no image is decoded): the chat template's text, where each image's one placeholder token becomes its
+    `image_tokens`. Equal to the encoded length (the tests check it)."""
     content = []
-    sizes = []
+    images = 0
     for part in turn:
         _check(part)
         if part.kind == "image":
             content.append({"type": "image"})
-            sizes.append(image_size(part.value, None if protocol.tiling == "processor" else max_pixels))
+            images += image_tokens(processor, protocol, part.value, max_pixels) - 1
         else:
             content.append({"type": "text", "text": str(part.value)})
     messages = [{"role": "user", "content": content}]
     if protocol.system_prompt and system:
         messages.insert(0, {"role": "system", "content": system})
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    length = len(processor.tokenizer(text)["input_ids"])
-    tiling = {"crop_to_patches": _tiles(processor, protocol.tiling)}
-    for height, width in sizes:
-        tiles = processor.image_processor.get_number_of_image_patches(height, width, tiling)
-        length += 1 + processor.image_seq_length * tiles  # the placeholder becomes <img> ... </img>
-    return length
+    # verbose=False: a prompt longer than the tokenizer's nominal maximum is measured, not warned about
+    return len(processor.tokenizer(text, verbose=False)["input_ids"]) + images
