@@ -31,6 +31,11 @@ class FaceRecord:
     race: str
 
     @property
+    def labels(self) -> dict[str, str]:
+        """The labels as every source gives them (facellm.data.sources.base.SourceRecord)."""
+        return {"age": self.age, "gender": self.gender, "race": self.race}
+
+    @property
     def is_child(self) -> bool:
         return self.age in ("0-2", "3-9")
 

@@ -8,7 +8,8 @@ into the cost and fairness reports.
 
 Backends: `openai` (live requests to any OpenAI-compatible endpoint), `batch` (the OpenAI Batch API),
 `labels` (offline answers written from the labels alone; needs no endpoint). `--items` adds short-answer
-and multiple-choice items (facellm.data.items), answered from the labels with any backend.
+and multiple-choice items (facellm.data.items), answered from the labels with any backend. `--source` reads
+another label source (facellm.data.sources.registry: UTKFace, CelebA, RAF-DB, AffectNet) for those items.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from facellm.common.options import add_options, add_progress_option, from_args, 
 from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
 from facellm.data.credentials import api_key, check_before_claiming
-from facellm.data.fairface import SPLITS, FaceRecord, load_split
+from facellm.data.fairface import FaceRecord
 from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
 from facellm.data.requests import MODES, Job, Settings
+from facellm.data.sources import registry as sources
 
 BACKENDS = ("openai", "batch", "labels")
 DEFAULT_MODEL = "gpt-4o-2024-11-20"
@@ -51,9 +53,22 @@ class Config:
         Path("data/fairface"), "folder with fairface_label_<split>.csv and fairface-img-margin025-trainval/ "
         "(or fairface_img_margin025/)", parse=Path, group="data",
     )  # fmt: skip
+    source: str = option(
+        sources.DEFAULT, "label source; all but fairface give short and mcq items only (no open items yet)",
+        choices=tuple(sources.SOURCES), group="data",
+    )  # fmt: skip
+    root: Path | None = option(
+        None,
+        "the source's folder, in its official layout (fairface: --fairface-root)",
+        parse=Path,
+        group="data",
+    )
     out: Path = option(Path("data/fairfacegpt"), "output folder", parse=Path, group="data")
-    split: str = option("val", "FairFace split", choices=SPLITS, group="data")
-    limit: int | None = option(None, "only the first N images of the CSV", parse=positive(int), group="data")
+    split: str = option(
+        "val", "split: FairFace train or val; UTKFace all; CelebA train, val or test; RAF-DB train or test; "
+        "AffectNet train or val", choices=sources.SPLITS, group="data",
+    )  # fmt: skip
+    limit: int | None = option(None, "only the first N images of the list", parse=positive(int), group="data")
     backend: str = option(
         "openai", "openai: live requests; batch: OpenAI Batch API (half price, within 24 h); labels: offline "
         "answers from the labels alone", choices=BACKENDS, group="generation",
@@ -162,13 +177,13 @@ def _settings(config: Config) -> Settings:
 
 
 def _check_run_identity(out: Path, identity: dict) -> None:
-    """A ledger holds one kind of data: refuse to mix models, modes, prompts, splits or items in one folder.
-    At its default, `items` is left out of run.json and a run.json without it reads as the default."""
+    """A ledger holds one kind of data: refuse to mix models, modes, prompts, splits, items or sources in one
+    folder. At their defaults, `items` and `source` are left out of run.json (which reads as the defaults)."""
     path = out / RUN_FILE
     ledger = out / LEDGER
     nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
     if path.is_file() and not nothing_yet:
-        previous, defaults = read_json(path), {"items": qa_items.DEFAULT}
+        previous, defaults = read_json(path), {"items": qa_items.DEFAULT, "source": sources.DEFAULT}
         ok = isinstance(previous, dict)
         detail = changed_settings(defaults | previous, defaults | identity) if ok else "unreadable"
         if detail:
@@ -241,21 +256,19 @@ async def _run_remote(
         await client.close()
 
 
-def compile_dataset(
-    faces: list[FaceRecord], prompts: PromptSet, ledger: Ledger, kinds: tuple[str, ...] = (qa_items.DEFAULT,)
-) -> list[dict]:
-    """ShareGPT records of every done item, in CSV order then item order: the same ledger always gives
-    the same file, however the requests were scheduled."""
+def compile_dataset(faces: list[FaceRecord], keys: list[str], ledger: Ledger) -> list[dict]:
+    """ShareGPT records of every done item (KEYS: an image's items), in CSV order then item order: the same
+    ledger always gives the same file, however the requests were scheduled."""
     records = []
     for face in faces:
-        for key in qa_items.keys(prompts.aspects, kinds):
+        for key in keys:
             entry = ledger.get(face.file, key)
             if entry and entry["status"] == DONE:
                 records.append(sharegpt.record(entry["question"], entry["answer"], face.file))
     return records
 
 
-def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary) -> None:
+def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary, source):
     """Answer LABEL_JOBS from the labels, then JOBS with the configured backend, a progress bar counting
     finished and failed items."""
     failures: Counter[str] = Counter()
@@ -275,7 +288,7 @@ def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, a
 
     try:
         local = [*jobs, *label_jobs] if config.backend == "labels" else label_jobs
-        qa_labels.answer_jobs(local, qa_labels.SETTINGS, ledger, image_root, on_item)
+        qa_labels.answer_jobs(local, qa_labels.SETTINGS, ledger, image_root, on_item, source.questions)
         if config.backend != "labels" and jobs:
             counters = asyncio.run(
                 _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
@@ -307,7 +320,9 @@ def generate(config: Config) -> Summary:
     prompts = load_prompts(config.prompts_dir)
     prices = load_prices(config.prices or DEFAULT_PRICES)
     settings = _settings(config)
-    image_root, all_faces = load_split(config.fairface_root, config.split)
+    source, image_root, all_faces = sources.read(
+        config.source, kinds, config.root, config.fairface_root, config.split
+    )
     faces = all_faces[: config.limit] if config.limit else all_faces
     if config.backend != "labels" and "open" in kinds:  # refused for its key, a run leaves OUT as it was
         aspects = [aspect.key for aspect in prompts.aspects]
@@ -325,17 +340,19 @@ def generate(config: Config) -> Summary:
         }
         if kinds != (qa_items.DEFAULT,):  # absent at its default: run.json as it was before --items
             identity["items"] = ",".join(kinds)
+        if source.name != sources.DEFAULT:
+            identity["source"] = source.name
         _check_run_identity(config.out, identity)
         jobs = _jobs(faces, prompts, settings, ledger, kinds)
-        label_jobs = qa_labels.jobs(faces, ledger, kinds)
+        label_jobs = qa_labels.jobs(faces, ledger, kinds, source.questions)
         pending = sum(len(job.aspects) for job in [*jobs, *label_jobs])
-        keys = qa_items.keys(prompts.aspects, kinds)
+        keys = qa_items.keys(prompts.aspects, kinds, source.questions)
         summary = Summary(
             dataset=config.out / "dataset.json", images=len(faces), skipped=len(faces) * len(keys) - pending
         )
-        _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary)
+        _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary, source)
         entries = _tally(summary, faces, keys, ledger)
-        records = compile_dataset(faces, prompts, ledger, kinds)
+        records = compile_dataset(faces, keys, ledger)
 
     dataset_path, info_path = sharegpt.write_dataset(config.out, records)
     cost_report(
@@ -343,7 +360,7 @@ def generate(config: Config) -> Summary:
         len(all_faces), config.out, endpoint=config.base_url or os.environ.get("OPENAI_BASE_URL"),
         own_table=config.prices is not None, offline=config.backend == "labels",
     )  # fmt: skip
-    fairness_report(faces, entries, config.out)
+    fairness_report(faces, entries, config.out, source.groupings)
     write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
     _print_summary(summary, len(records), dataset_path, info_path, image_root, config.out)
     return summary

@@ -12,6 +12,10 @@ An item is an Aspect (key, question): the open ones are shared by every image, t
 question of an mcq item is the image's own. Its options (the label and other values of the vocabulary) and
 their order are drawn from a hash of the image's file name, so a rerun or a resumed run writes the same
 items. Every image gets its items in one fixed order: open, short, mcq; gender, age, race.
+
+The other label sources (facellm.data.sources) bring their own questions (LabelQuestion: UTKFace's age in
+years, CelebA's visible attributes, RAF-DB's and AffectNet's expression), passed as QUESTIONS; FairFace's
+are the default, so its items are what they have always been.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from facellm.common import mcq
 from facellm.common.cli import FaceLLMError
 from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
 from facellm.data.prompts import Aspect
+from facellm.data.sources.base import LabelQuestion, SourceRecord, label, vocabulary
 
 KINDS = ("open", "short", "mcq")
 DEFAULT = "open"
@@ -35,6 +40,11 @@ QUESTIONS = {
     "race": "Which race group does this person appear to belong to?",
 }
 INSTRUCTION = "Answer with the text of the correct option."
+FAIRFACE = tuple(
+    LabelQuestion(attribute, text, label(attribute), vocabulary(VOCABULARIES[attribute]))
+    for attribute, text in QUESTIONS.items()
+)
+Record = FaceRecord | SourceRecord
 
 
 def _kinds(text: str) -> tuple[tuple[str, ...], str | None]:
@@ -70,29 +80,45 @@ def is_label_item(key: str) -> bool:
     return key.partition(":")[0] in LABEL_KINDS
 
 
-def keys(aspects: tuple[Aspect, ...], kinds: tuple[str, ...]) -> list[str]:
+def keys(
+    aspects: tuple[Aspect, ...], kinds: tuple[str, ...], questions: tuple[LabelQuestion, ...] = FAIRFACE
+) -> list[str]:
     """The keys of every item of an image, in dataset order."""
     found = [aspect.key for aspect in aspects] if "open" in kinds else []
-    return found + [f"{kind}:{attribute}" for kind in LABEL_KINDS if kind in kinds for attribute in QUESTIONS]
+    return found + [f"{kind}:{q.key}" for kind in LABEL_KINDS if kind in kinds for q in questions]
 
 
-def for_face(face: FaceRecord, aspects: tuple[Aspect, ...], kinds: tuple[str, ...]) -> tuple[Aspect, ...]:
+def for_face(
+    face: Record,
+    aspects: tuple[Aspect, ...],
+    kinds: tuple[str, ...],
+    questions: tuple[LabelQuestion, ...] = FAIRFACE,
+) -> tuple[Aspect, ...]:
     """Every item of FACE, in dataset order, with its question."""
     found = list(aspects) if "open" in kinds else []
-    return tuple(found + [label_item(face, key) for key in keys(aspects, kinds) if is_label_item(key)])
+    label_keys = [key for key in keys(aspects, kinds, questions) if is_label_item(key)]
+    return tuple(found + [label_item(face, key, questions) for key in label_keys])
 
 
-def label_item(face: FaceRecord, key: str) -> Aspect:
+def _question(questions: tuple[LabelQuestion, ...], key: str) -> LabelQuestion:
+    found = next((question for question in questions if question.key == key), None)
+    if found is None:  # an item key of another source's questions: a caller passed the wrong ones
+        raise KeyError(f"no label question {key!r} among {', '.join(q.key for q in questions)}")
+    return found
+
+
+def label_item(face: Record, key: str, questions: tuple[LabelQuestion, ...] = FAIRFACE) -> Aspect:
     """The short or mcq item KEY of FACE, with the question stored for training."""
     kind, _, attribute = key.partition(":")
+    text = _question(questions, attribute).question
     if kind == "short":
-        return Aspect(key, QUESTIONS[attribute])
-    return Aspect(key, mcq.prompt([QUESTIONS[attribute], INSTRUCTION], mcq_options(face, attribute)))
+        return Aspect(key, text)
+    return Aspect(key, mcq.prompt([text, INSTRUCTION], mcq_options(face, attribute, questions)))
 
 
-def label_answer(face: FaceRecord, key: str) -> str:
-    """The answer of a short or mcq item: the label as FairFace spells it (and as its option reads)."""
-    return getattr(face, key.partition(":")[2])
+def label_answer(face: Record, key: str, questions: tuple[LabelQuestion, ...] = FAIRFACE) -> str:
+    """The answer of a short or mcq item: the label as the source spells it (and as its option reads)."""
+    return _question(questions, key.partition(":")[2]).value(face.labels)
 
 
 def _rank(*parts: str) -> bytes:
@@ -100,14 +126,16 @@ def _rank(*parts: str) -> bytes:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).digest()
 
 
-def mcq_options(face: FaceRecord, attribute: str) -> list[str]:
-    """The label of FACE and other values of its vocabulary, up to len(LETTERS) in all (both genders; four
-    age bins; four race groups), in an order drawn from the image's file name."""
-    vocabulary, label = VOCABULARIES[attribute], getattr(face, attribute)
+def mcq_options(face: Record, attribute: str, questions: tuple[LabelQuestion, ...] = FAIRFACE) -> list[str]:
+    """The label of FACE and other candidates of its question, up to len(LETTERS) in all (FairFace: both
+    genders; four age bins; four race groups), in an order drawn from the image's file name."""
+    question = _question(questions, attribute)
+    answer = question.value(face.labels)
+    candidates = question.candidates(answer)
     others = sorted(
-        (v for v in vocabulary if v != label), key=lambda v: _rank(face.file, attribute, "other", v)
+        (v for v in candidates if v != answer), key=lambda v: _rank(face.file, attribute, "other", v)
     )
-    chosen = [label, *others[: min(len(mcq.LETTERS), len(vocabulary)) - 1]]
+    chosen = [answer, *others[: min(len(mcq.LETTERS), len(candidates)) - 1]]
     return sorted(chosen, key=lambda v: _rank(face.file, attribute, "order", v))
 
 
@@ -115,6 +143,6 @@ def texts_for_tokenizer() -> Iterator[str]:
     """Every question, the instruction and every option line the label items can show."""
     yield from QUESTIONS.values()
     yield INSTRUCTION
-    for vocabulary in VOCABULARIES.values():
+    for values in VOCABULARIES.values():
         for letter in mcq.LETTERS:
-            yield from (mcq.option_line(letter, value) for value in vocabulary)
+            yield from (mcq.option_line(letter, value) for value in values)

@@ -35,6 +35,7 @@ from pathlib import Path
 from facellm.common.ledger import Ledger
 from facellm.data import items
 from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
+from facellm.data.items import Record
 from facellm.data.prompts import RACE_PHRASES, Aspect, age_phrase, load_prompts, person_noun, with_article
 from facellm.data.requests import (
     Answer,
@@ -45,14 +46,15 @@ from facellm.data.requests import (
     image_data_url,
     ledger_entry,
 )
+from facellm.data.sources.base import LabelQuestion
 
 SETTINGS = Settings(model="labels", mode="per-question", max_tokens=0)
 
 
-def answer(aspect: Aspect, record: FaceRecord) -> str:
+def answer(aspect: Aspect, record: Record, questions: tuple[LabelQuestion, ...] = items.FAIRFACE) -> str:
     """The labels-only answer; an aspect added to aspects.json gets the plain description."""
     if items.is_label_item(aspect.key):
-        return items.label_answer(record, aspect.key)
+        return items.label_answer(record, aspect.key, questions)
     noun, race, age = person_noun(record), RACE_PHRASES[record.race], age_phrase(record)
     who = f"{with_article(f'{race} {noun}')}, apparently {age}"
     unknown = "the annotations available for this image do not describe"
@@ -94,20 +96,30 @@ def corpus_for_tokenizer() -> Iterator[str]:
     yield " ".join(AGE_BINS + GENDERS + RACES)
 
 
-def jobs(faces: list[FaceRecord], ledger: Ledger, kinds: tuple[str, ...]) -> list[Job]:
+def jobs(
+    faces: list[Record],
+    ledger: Ledger,
+    kinds: tuple[str, ...],
+    questions: tuple[LabelQuestion, ...] = items.FAIRFACE,
+) -> list[Job]:
     """One job per image with its pending short and mcq items (none for the open kind)."""
     found = []
     for face in faces:
-        keys = [key for key in items.keys((), kinds) if not ledger.is_done(face.file, key)]
+        keys = [key for key in items.keys((), kinds, questions) if not ledger.is_done(face.file, key)]
         if keys:
-            found.append(Job(face, tuple(items.label_item(face, key) for key in keys)))
+            found.append(Job(face, tuple(items.label_item(face, key, questions) for key in keys)))
     return found
 
 
 def answer_jobs(
-    jobs: list[Job], settings: Settings, ledger: Ledger, image_root: Path, on_item: Callable[[dict], None]
+    jobs: list[Job],
+    settings: Settings,
+    ledger: Ledger,
+    image_root: Path,
+    on_item: Callable[[dict], None],
+    questions: tuple[LabelQuestion, ...] = items.FAIRFACE,
 ) -> None:
-    """Answer JOBS from the labels into LEDGER, calling ON_ITEM with each entry."""
+    """Answer JOBS from the labels into LEDGER, calling ON_ITEM with each entry (QUESTIONS: the source's)."""
     for job in jobs:
         try:  # the same check as the live backend: no answers about a file that is not a readable image
             image_data_url(image_root / job.face.file)
@@ -117,7 +129,7 @@ def answer_jobs(
                 on_item(entry)
             continue
         for aspect in job.aspects:
-            answer_ = Answer(aspect, answer(aspect, job.face), None, "stop", {})
+            answer_ = Answer(aspect, answer(aspect, job.face, questions), None, "stop", {})
             entry = ledger_entry(job, answer_, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
             ledger.append(entry)
             on_item(entry)

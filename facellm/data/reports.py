@@ -17,9 +17,11 @@ from facellm.common.files import REPO, read_json, write_json_atomic, write_text_
 from facellm.common.ledger import DONE, FAILED
 from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
 from facellm.data.prompts import RACE_PHRASES
+from facellm.data.sources.base import Grouping, SourceRecord, label
 
 DEFAULT_PRICES = REPO / "data" / "prices.json"
-GROUPINGS = (("race", RACES), ("gender", GENDERS), ("age", AGE_BINS))
+GROUPINGS = tuple(Grouping(name, values, label(name)) for name, values in
+                  (("race", RACES), ("gender", GENDERS), ("age", AGE_BINS)))  # fmt: skip
 
 
 def load_prices(path: Path) -> dict:
@@ -141,15 +143,20 @@ def _names_race(answer: str, race: str) -> bool:
     return phrase in words or (race == "Latino_Hispanic" and ("latino" in words or "hispanic" in words))
 
 
-def fairness_rows(faces: list[FaceRecord], entries: dict[tuple[str, str], dict]) -> dict[str, list[dict]]:
+def fairness_rows(
+    faces: list[FaceRecord | SourceRecord],
+    entries: dict[tuple[str, str], dict],
+    groupings: tuple[Grouping, ...] = GROUPINGS,
+) -> dict[str, list[dict]]:
+    """One table per grouping (FairFace's race, gender and age bin unless the source has its own)."""
     by_image: dict[str, list[dict]] = {}
     for (image, _aspect), entry in entries.items():
         by_image.setdefault(image, []).append(entry)
     tables: dict[str, list[dict]] = {}
-    for attribute, values in GROUPINGS:
+    for attribute, values, value_of in groupings:
         rows = []
         for value in values:
-            group = [face for face in faces if getattr(face, attribute) == value]
+            group = [face for face in faces if value_of(face.labels) == value]
             items = [e for face in group for e in by_image.get(face.file, [])]
             done = [e for e in items if e["status"] == DONE]
             failed = [e for e in items if e["status"] == FAILED]
@@ -184,8 +191,13 @@ def _cell(value: object, percent: bool = False) -> str:
     return f"{100 * value:.1f}%" if percent else str(value)
 
 
-def fairness_report(faces: list[FaceRecord], entries: dict[tuple[str, str], dict], out: Path) -> dict:
-    tables = fairness_rows(faces, entries)
+def fairness_report(
+    faces: list[FaceRecord | SourceRecord],
+    entries: dict[tuple[str, str], dict],
+    out: Path,
+    groupings: tuple[Grouping, ...] = GROUPINGS,
+) -> dict:
+    tables = fairness_rows(faces, entries, groupings)
     lines = [
         "# FairFaceGPT fairness report",
         "",
@@ -238,7 +250,8 @@ def fairness_figure(tables: dict[str, list[dict]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(15, 7), constrained_layout=True)
+    columns = len(tables)
+    figure, axes = plt.subplots(2, columns, figsize=(5 * columns, 7), constrained_layout=True, squeeze=False)
     for column, (attribute, rows) in enumerate(tables.items()):
         top, bottom = axes[0][column], axes[1][column]
         names = [f"{str(row[attribute]).replace('_', ' ')} (n={row['images']})" for row in rows]

@@ -1,0 +1,111 @@
+"""Every label source FairFaceGPT reads (`--source`), FairFace included, with what it can ask.
+
+A source is read from ROOT in its official layout (see each module) into Loaded(image_root, records,
+skipped). FairFace alone has open questions so far (the LLM's hint templates and aspects for the others are
+not written yet): the others give the short-answer and multiple-choice items of their questions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from facellm.common.cli import FaceLLMError
+from facellm.data import fairface, items
+from facellm.data.reports import GROUPINGS as FAIRFACE_GROUPINGS
+from facellm.data.sources import affectnet, celeba, rafdb, utkface
+from facellm.data.sources.base import Grouping, LabelQuestion, Loaded
+
+DEFAULT = "fairface"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    title: str
+    splits: tuple[str, ...]
+    read: Callable[[Path, str], Loaded]
+    questions: tuple[LabelQuestion, ...]
+    groupings: tuple[Grouping, ...]
+    layout: str  # what ROOT holds, in one line
+    open_items: bool = False
+
+
+def _fairface(root: Path, split: str) -> Loaded:
+    image_root, records = fairface.load_split(root, split)
+    return Loaded(image_root, records, {})
+
+
+SOURCES = {
+    source.name: source
+    for source in (
+        Source(
+            "fairface", "FairFace", fairface.SPLITS, _fairface, items.FAIRFACE, FAIRFACE_GROUPINGS,
+            "fairface_label_<split>.csv and fairface-img-margin025-trainval/", open_items=True,
+        ),
+        Source(
+            "utkface", "UTKFace", utkface.SPLITS, utkface.load_split, utkface.QUESTIONS, utkface.GROUPINGS,
+            "the UTKFace images ([age]_[gender]_[race]_[date&time].jpg), in it or one folder down",
+        ),
+        Source(
+            "celeba", "CelebA", celeba.SPLITS, celeba.load_split, celeba.QUESTIONS, celeba.GROUPINGS,
+            "Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt and Img/img_align_celeba/ (or all three "
+            "side by side)",
+        ),
+        Source(
+            "rafdb", "RAF-DB", rafdb.SPLITS, rafdb.load_split, rafdb.QUESTIONS, rafdb.GROUPINGS,
+            "EmoLabel/list_patition_label.txt and Image/aligned/",
+        ),
+        Source(
+            "affectnet", "AffectNet", affectnet.SPLITS, affectnet.load_split, affectnet.QUESTIONS,
+            affectnet.GROUPINGS, "Manually_Annotated_file_lists/{training,validation}.csv and "
+            "Manually_Annotated_Images/",
+        ),
+    )
+}  # fmt: skip
+SPLITS = tuple(dict.fromkeys(split for source in SOURCES.values() for split in source.splits))
+
+
+def get(name: str) -> Source:
+    if name not in SOURCES:
+        raise FaceLLMError(f"unknown source {name!r} (choose from {', '.join(SOURCES)})")
+    return SOURCES[name]
+
+
+def root_of(source: Source, root: Path | None, fairface_root: Path) -> Path:
+    """The folder to read SOURCE from: --root, or for FairFace --fairface-root as before --source."""
+    if root is not None:
+        return root
+    if source.name == "fairface":
+        return fairface_root
+    raise FaceLLMError(f"--source {source.name} needs --root, the folder holding {source.layout}")
+
+
+def check_kinds(source: Source, kinds: tuple[str, ...]) -> None:
+    if "open" in kinds and not source.open_items:
+        raise FaceLLMError(
+            f"--source {source.name}: open items need {source.title}'s hint templates and aspects, which "
+            "are not written yet; ask for --items short,mcq"
+        )
+
+
+def load(source: Source, root: Path, split: str) -> Loaded:
+    if split not in source.splits:
+        raise FaceLLMError(
+            f"--split {split}: {source.title} has no such split (one of {', '.join(source.splits)})"
+        )
+    return source.read(root, split)
+
+
+def read(
+    name: str, kinds: tuple[str, ...], root: Path | None, fairface_root: Path, split: str
+) -> tuple[Source, Path, list]:
+    """A run's source, image root and records (`--source`, `--items`, `--root`, `--split`), saying what the
+    reader left out on purpose; every refusal comes before anything is written."""
+    source = get(name)
+    check_kinds(source, kinds)
+    image_root, records, left_out = load(source, root_of(source, root, fairface_root), split)
+    for reason, files in left_out.items():
+        print(f"{source.title}: {len(files)} image(s) left out, {reason} (e.g. {files[0]})")
+    return source, image_root, records
