@@ -43,5 +43,5 @@ def test_help_shows_each_default_once():
     text = parser_for(Config).format_help()
     assert "(default: 32)" in text and "(default: per-question)" in text
     assert (
-        "--limit LIMIT" in text and "only the first N images of the CSV\n" in text
+        "--limit LIMIT" in text and "only the first N images of the list\n" in text
     )  # no default: none shown
