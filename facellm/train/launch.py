@@ -9,6 +9,10 @@ saved as `facellm_resolved_config.yaml` in the output folder and are what it is 
 (`training_loss.png`, LLaMA-Factory's own plot) is drawn there when training ends. When training fails, the
 last line says what failed and whether the same command can resume it (only when a checkpoint exists);
 stopped by SIGTERM or SIGINT, it exits 143 or 130.
+
+On several nodes every node runs the same command with its own NODE_RANK, and the output folder is shared:
+node 0 alone writes the run's files there (resolved config, preflight report, train.log; its rank 0 worker
+the checkpoints, adapter and plot), node N only its log, train.nodeN.log (facellm.train.distributed).
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -29,8 +31,18 @@ import yaml
 from facellm.common.cli import FaceLLMError, changed_settings, first_line, run_cli
 from facellm.common.files import REPO, read_json
 from facellm.common.transcript import transcript
+from facellm.train.distributed import (
+    CPU_RESUME,
+    DDP_TIMEOUT,
+    FORWARDED,
+    describe,
+    node_settings,
+    run_workers,
+    signal_name,
+    uses_torchrun,
+)
 from facellm.train.preflight import run_preflight
-from facellm.train.progress import progress_callback, shown
+from facellm.train.progress import progress_callback
 from facellm.train.recipes import (
     RESOLVED_CONFIG,
     check_config,
@@ -44,19 +56,15 @@ from facellm.train.recipes import (
 from facellm.train.report import LOSS_PLOT, training_summary
 
 # keys that may change between a run and its resumption without changing what is being trained
-RUN_LENGTH_KEYS = {"resume_from_checkpoint", "max_steps", "num_train_epochs", "save_steps", "logging_steps"}
+RUN_LENGTH_KEYS = {
+    "resume_from_checkpoint", "max_steps", "num_train_epochs", "save_steps", "logging_steps", "ddp_timeout",
+}  # fmt: skip
 # keys that make it another run: resuming across a change of these would train one model on two set-ups
 IDENTITY_KEYS = (
     "model_name_or_path", "adapter_name_or_path", "stage", "finetuning_type", "template", "dataset",
     "dataset_dir", "media_dir",
 )  # fmt: skip
 LOG = "train.log"  # the trainer's whole output, in output_dir
-# signals passed on to the trainer; train.sh then exits 128 + the signal, as a shell reports a killed command
-FORWARDED = (signal.SIGTERM, signal.SIGINT)
-TAIL_BYTES = 64 * 1024  # how much of the trainer's stderr is kept to find the line that says what failed
-# the last line of a Python traceback: "ValueError: ...", "torch.OutOfMemoryError: ..."
-EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*)?")
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _recipes_epilog() -> str:
@@ -65,9 +73,16 @@ def _recipes_epilog() -> str:
     return (
         f"recipes:\n{listed}\n\n"
         "One GPU: runs as is. All GPUs of a node: LLaMA-Factory starts torchrun when it sees more\n"
-        "than one GPU (FORCE_TORCHRUN=1 forces it; a recipe with `deepspeed:` always uses it).\n"
+        "than one GPU (FORCE_TORCHRUN=1 forces it, NPROC_PER_NODE sets the number of processes; a\n"
+        "recipe with `deepspeed:` always uses it).\n"
         "Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT on every node and run\n"
-        "the same command (see configs/slurm/train_multinode.sbatch)."
+        "the same command (see configs/slurm/train_multinode.sbatch); output_dir, the model and the\n"
+        "data must be at the same paths on every node, output_dir on a shared filesystem. Node 0 writes\n"
+        "the run's files there, node N only train.nodeN.log.\n"
+        "A worker that dies stops the run on every node with an error: at once where its connections\n"
+        f"close, at the latest after ddp_timeout seconds (default {DDP_TIMEOUT}; ddp_timeout=600 on the\n"
+        "command line or in the recipe), which also bounds the wait for all nodes to join. The same\n"
+        "command, run again on every node, resumes from the newest complete checkpoint."
     )
 
 
@@ -137,87 +152,8 @@ def _check_deepspeed(config: dict, source: str, dry_run: bool) -> None:
         )
 
 
-def _copy_stderr(source, tail: bytearray, view) -> None:
-    """Pass the trainer's stderr on to ours (the log) as it comes, its progress lines also to VIEW (None:
-    the log is shown whole), keeping its last TAIL_BYTES."""
-    sink = getattr(sys.stderr, "buffer", None)
-    while chunk := os.read(source.fileno(), 65536):
-        if sink is not None:
-            sys.stderr.flush()
-            sink.write(chunk)
-            sink.flush()
-        else:
-            print(chunk.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
-        if view is not None and (progress := shown(chunk.decode("utf-8", "replace"))):
-            view.write(progress)
-            view.flush()
-        tail += chunk
-        del tail[:-TAIL_BYTES]
-
-
-def _what_failed(tail: bytes) -> str | None:
-    """The exception that ended the trainer, from the last lines of its stderr."""
-    lines = ANSI.sub("", tail.decode("utf-8", "replace")).replace("\r", "\n").splitlines()
-    for line in reversed(lines):
-        if EXCEPTION_LINE.fullmatch(line.strip()):
-            return line.strip()[:300]
-    return None
-
-
-def _launch(resolved: Path, env: dict, view) -> tuple[int, int | None, str | None]:
-    """Run LLaMA-Factory, passing SIGTERM and SIGINT on (a scheduler's stop must stop the trainer too) and
-    waiting for it to end. Returns its exit code, the signal that stopped it (None when none was received)
-    and the exception it failed with, if its stderr ends with one."""
-    cli = shutil.which("llamafactory-cli", path=env.get("PATH")) or str(
-        Path(sys.executable).parent / "llamafactory-cli"
-    )
-    running: list[subprocess.Popen] = []
-    received: list[int] = []
-
-    def forward(signum, _frame):
-        received.append(signum)
-        for process in running:
-            process.send_signal(signum)
-
-    # a signal ignored here (SIGINT in a background job of a script) stays ignored, as it is by the trainer
-    previous = {
-        signum: signal.signal(signum, forward)
-        for signum in FORWARDED
-        if signal.getsignal(signum) is not signal.SIG_IGN
-    }
-    try:
-        process = subprocess.Popen([cli, "train", str(resolved)], env=env, stderr=subprocess.PIPE)
-        running.append(process)
-        if received:  # arrived while it was starting
-            process.send_signal(received[0])
-        tail = bytearray()
-        reader = threading.Thread(target=_copy_stderr, args=(process.stderr, tail, view), daemon=True)
-        reader.start()
-        code = process.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    # a process the trainer left behind may hold its stderr open: do not wait for it for long
-    reader.join(timeout=5)
-    if tail and not tail.endswith(b"\n"):  # a progress bar's line: what follows starts a line of its own
-        print(file=sys.stderr)
-    return code, (received[0] if received else None), _what_failed(bytes(tail))
-
-
 class _Stop(BaseException):
     """Raised in the trainer by SIGTERM or SIGINT (a BaseException: no `except Exception` swallows it)."""
-
-
-def _distributed(env: dict) -> bool:
-    """Whether LLaMA-Factory would start torchrun workers (its own rule), or runs on a path of its own."""
-    if any(
-        env.get(name, "").lower() in ("1", "true", "y")
-        for name in ("FORCE_TORCHRUN", "USE_RAY", "USE_KT", "USE_MCA", "USE_V1")
-    ):
-        return True
-    from llamafactory.extras.misc import get_device_count
-
-    return get_device_count() > 1
 
 
 def _train_here(resolved: Path, view) -> tuple[int, int | None, str | None]:
@@ -259,26 +195,22 @@ def _train_here(resolved: Path, view) -> tuple[int, int | None, str | None]:
             signal.signal(signum, handler)
 
 
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def _stopped(output_dir: Path, code: int, received: int | None, failure: str | None, log: Path) -> int:
+def _stopped(
+    output_dir: Path, code: int, received: int | None, failure: str | None, log: Path, nodes: int = 1
+) -> int:
     """Say why training stopped and whether the same command can resume it; the exit code to leave with."""
     found = checkpoints(output_dir)
-    resume = f"the same command resumes from {found[-1]}" if found else None
+    again = "the same command" + (", run again on every node," if nodes > 1 else "")
+    resume = f"{again} resumes from {found[-1]}" if found else None
     if received is not None:
         print(
-            f"train: stopped by {_signal_name(received)}; "
+            f"train: stopped by {signal_name(received)}; "
             + (resume or "no checkpoint was saved: the same command starts it again from the beginning"),
             file=sys.stderr,
         )
         return 128 + received
     if code < 0:  # killed by a signal that did not come through this launcher (e.g. the OOM killer)
-        failure, code = f"killed by {_signal_name(-code)}", 128 - code
+        failure, code = f"killed by {signal_name(-code)}", 128 - code
     what = failure or "see the log"
     if resume:
         message = f"training failed (exit {code}): {what}; {resume}"
@@ -286,6 +218,33 @@ def _stopped(output_dir: Path, code: int, received: int | None, failure: str | N
         message = f"training failed (exit {code}) before any checkpoint was saved: {what}"
     print(f"error: {message}; full log: {log}", file=sys.stderr)
     return code
+
+
+def _run(config: dict, node_rank: int, env: dict | None, log: Path, verbose: bool):
+    """Write the resolved config and train on it, in torchrun's workers started with ENV (None: in this
+    process), the trainer's output going to LOG. Returns the exit code, the signal that stopped it and what
+    failed."""
+    output_dir = Path(str(config["output_dir"]))
+    shim = env is not None and bool(config.get("resume_from_checkpoint"))
+    # files of this node's own, only when it needs them (a launcher killed by SIGKILL leaves them behind)
+    private = Path(tempfile.mkdtemp(prefix=f"facellm-node{node_rank}-")) if node_rank or shim else None
+    # Node 0 alone writes the shared folder. The other nodes start from a copy of their own, outside it: it
+    # may lag behind node 0, and two nodes must never write one file.
+    resolved = private / RESOLVED_CONFIG if node_rank else output_dir / RESOLVED_CONFIG
+    if shim:
+        (private / "sitecustomize.py").write_text(CPU_RESUME, encoding="utf-8")
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(private), env.get("PYTHONPATH")]))}
+    try:
+        write_resolved(config, resolved)
+        print(f"train: {output_dir} (full log: {log}{'' if verbose else '; --verbose shows it'})",
+              file=sys.stderr)  # fmt: skip
+        with transcript(log, verbose) as view:
+            if env is not None:
+                return run_workers(resolved, env, None if verbose else view)
+            return _train_here(resolved, view)
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -318,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_intermixed_args(argv)
     source = str(args.recipe)
+    cluster = node_settings(os.environ)
     overrides = parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe)
     check_config(recipe, overrides, source)
@@ -327,6 +287,10 @@ def main(argv: list[str] | None = None) -> None:
     check_models(config, source)
     _check_deepspeed(config, source, args.dry_run)
     output_dir = Path(str(config["output_dir"]))
+
+    timeout = config.get("ddp_timeout", DDP_TIMEOUT)
+    if not isinstance(timeout, int) or timeout < 1:
+        raise FaceLLMError(f"ddp_timeout: {timeout!r} is not a number of seconds (at least 1)")
 
     resume = _resume_point(config, overrides, args.fresh)
     start = 0
@@ -345,32 +309,27 @@ def main(argv: list[str] | None = None) -> None:
         start = int(resume.name.split("-")[-1])
         print(f"train: resuming from {resume} (--fresh to refuse, or another output_dir)", file=sys.stderr)
 
-    node_rank = os.environ.get("NODE_RANK", "0")
-    if not args.no_preflight:
-        run_preflight(config, source, None if args.dry_run else output_dir / "preflight.json")
+    env = dict(os.environ)
+    if config.get("deepspeed") or cluster.nodes > 1:
+        env["FORCE_TORCHRUN"] = "1"
+    distributed = uses_torchrun(env, count_devices=not args.dry_run)
+    if distributed:
+        config.setdefault("ddp_timeout", timeout)
+        # the wait for the other nodes to join, which torchrun would otherwise cap at 600 s on its own
+        env.setdefault("PET_RDZV_CONF", f"timeout={timeout}")
+    node_rank = cluster.node_rank
+    if not args.no_preflight:  # on every node (each must see the data), its report written by node 0
+        run_preflight(config, source, None if args.dry_run or node_rank else output_dir / "preflight.json")
+    if distributed:
+        print(describe(cluster, timeout), file=sys.stderr)
     if args.dry_run:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return
-    # the other nodes start from their own copy: the shared folder may lag behind node 0
-    resolved = output_dir / (
-        RESOLVED_CONFIG if node_rank == "0" else f"facellm_resolved_config.node{node_rank}.yaml"
-    )
-    write_resolved(config, resolved)
-
-    env = dict(os.environ)
-    if config.get("deepspeed") or int(env.get("NNODES", "1")) > 1:
-        env["FORCE_TORCHRUN"] = "1"
-    log = output_dir / (LOG if node_rank == "0" else f"train.node{node_rank}.log")
-    print(f"train: {output_dir} (full log: {log}{'' if args.verbose else '; --verbose shows it'})",
-          file=sys.stderr)  # fmt: skip
-    with transcript(log, args.verbose) as view:
-        if _distributed(env):
-            code, received, failure = _launch(resolved, env, None if args.verbose else view)
-        else:
-            code, received, failure = _train_here(resolved, view)
+    log = output_dir / (f"train.node{node_rank}.log" if node_rank else LOG)
+    code, received, failure = _run(config, node_rank, env if distributed else None, log, args.verbose)
     if code != 0 or received is not None:
-        sys.exit(_stopped(output_dir, code, received, failure, log))
-    if node_rank == "0":
+        sys.exit(_stopped(output_dir, code, received, failure, log, cluster.nodes))
+    if node_rank == 0:
         summary = training_summary(output_dir)
         plot = output_dir / LOSS_PLOT
         step = summary["global_step"]

@@ -2,8 +2,8 @@
 
 The trainer's own output (hundreds of lines of configs, warnings and saved files) goes to the run's log
 file (facellm.common.transcript); this is the short view beside it. A one-process run gets it from a
-TrainerCallback; a distributed one, whose trainer runs in torchrun's workers, from the progress bar and
-loss lines of their output.
+TrainerCallback; a distributed one, whose trainer runs in torchrun's workers, from the step bar and loss
+lines in their output, where they arrive run together with everything else the workers print.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-# what of a distributed run's output the short view shows: tqdm's step bar and the logged loss dicts
-PROGRESS_LINE = re.compile(r"\d+/\d+ \[[^\]]*(?:it/s|s/it)\]|\{'loss'")
+# the Trainer's step bar: a tqdm bar with no description ("Loading weights: 3/3 [...]" has one), from the
+# start of a line or of a redraw up to its closing bracket (a warning may follow on the same line)
+STEP_BAR = re.compile(r"(?:^|[\r\n])[ \t]*(\d+%\|[^|\r\n]*\|\s*\d+/\d+ \[[^\]\r\n]*(?:it/s|s/it)\])")
+# the Trainer's log lines: {'loss': '0.4601', 'grad_norm': ...} (values quoted or not)
+LOSS = re.compile(r"\{'loss': '?([-+0-9.eE]+|nan|inf)'?")
+SHOWN = re.compile(f"{STEP_BAR.pattern}|{LOSS.pattern}")
 
 
 def progress_callback(view: TextIO):
@@ -46,7 +50,32 @@ def progress_callback(view: TextIO):
     return Progress()
 
 
-def shown(chunk: str) -> str:
-    """The lines of a distributed trainer's output CHUNK that the short view shows."""
-    parts = re.split(r"(?<=[\r\n])", chunk)
-    return "".join(part for part in parts if PROGRESS_LINE.search(part))
+class WorkerView:
+    """The short view of a distributed run: its workers' output in, one redrawn step bar with the latest
+    loss out (what progress_callback draws for a one-process run)."""
+
+    def __init__(self) -> None:
+        self.loss: str | None = None
+        self.drawn = False
+        self.width = 0
+
+    def shown(self, chunk: str) -> str:
+        """What of CHUNK, the next piece of the workers' output, the view shows."""
+        bars = []
+        for match in SHOWN.finditer(chunk):
+            if match.group(2) is not None:
+                self.loss = f"{float(match.group(2)):.4g}"
+            else:
+                bars.append(match.group(1))
+        if not bars:
+            return ""
+        self.drawn = True
+        bar = bars[-1] if self.loss is None else f"{bars[-1][:-1]}, loss={self.loss}]"
+        text = f"train: {bar}"
+        padding = " " * (self.width - len(text))  # covers what is left of a longer bar drawn before
+        self.width = len(text)
+        return f"\r{text}{padding}"
+
+    def end(self) -> str:
+        """What ends the view: a newline after a bar, so that the next message starts a line."""
+        return "\n" if self.drawn else ""
