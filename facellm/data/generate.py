@@ -9,7 +9,8 @@ into the cost and fairness reports.
 Backends: `openai` (live requests to any OpenAI-compatible endpoint), `batch` (the OpenAI Batch API),
 `labels` (offline answers written from the labels alone; needs no endpoint). `--items` adds short-answer
 and multiple-choice items (facellm.data.items), answered from the labels with any backend. `--source` reads
-another label source (facellm.data.sources.registry: UTKFace, CelebA, RAF-DB, AffectNet) for those items.
+another label source (facellm.data.sources.registry: UTKFace, CelebA, RAF-DB, AffectNet), asked with its own
+aspects and hint templates (data/prompts/<source>/).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
 from facellm.data.credentials import api_key, check_before_claiming
 from facellm.data.fairface import FaceRecord
-from facellm.data.prompts import DEFAULT_PROMPTS_DIR, PromptSet, load_prompts
+from facellm.data.prompts import PromptSet
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
 from facellm.data.requests import MODES, Job, Settings
 from facellm.data.sources import registry as sources
@@ -54,7 +55,8 @@ class Config:
         "(or fairface_img_margin025/)", parse=Path, group="data",
     )  # fmt: skip
     source: str = option(
-        sources.DEFAULT, "label source; all but fairface give short and mcq items only (no open items yet)",
+        sources.DEFAULT, "label source, in its official layout under --root; each has its own aspects and "
+        "hint templates (data/prompts/<source>/) and its own short and mcq questions",
         choices=tuple(sources.SOURCES), group="data",
     )  # fmt: skip
     root: Path | None = option(
@@ -83,11 +85,15 @@ class Config:
         None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or LLaMA-Factory "
         "(default: OpenAI, or OPENAI_BASE_URL)", group="generation",
     )  # fmt: skip
-    prompts_dir: Path = option(DEFAULT_PROMPTS_DIR, "prompt files", parse=Path, group="generation")
+    prompts_dir: Path | None = option(
+        None, "prompt files (default: data/prompts/ for FairFace, data/prompts/<source>/ for the others)",
+        parse=Path, group="generation",
+    )  # fmt: skip
     items: str = option(
-        qa_items.DEFAULT, "comma-separated item kinds: open (the aspects' questions), short (gender, age and "
-        "race questions answered with the FairFace label), mcq (the same as multiple choice, answered with "
-        "the option's text); short and mcq come from the labels with any backend", parse=qa_items.item_list,
+        qa_items.DEFAULT, "comma-separated item kinds: open (the aspects' questions), short (the source's "
+        "label questions, e.g. FairFace's gender, age and race, answered with the label), mcq (the same as "
+        "multiple choice, answered with the option's text); short and mcq come from the labels with any "
+        "backend", parse=qa_items.item_list,
         group="generation", metavar="KINDS",
     )  # fmt: skip
     max_tokens: int | None = option(
@@ -288,7 +294,9 @@ def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, a
 
     try:
         local = [*jobs, *label_jobs] if config.backend == "labels" else label_jobs
-        qa_labels.answer_jobs(local, qa_labels.SETTINGS, ledger, image_root, on_item, source.questions)
+        qa_labels.answer_jobs(
+            local, qa_labels.SETTINGS, ledger, image_root, on_item, source.questions, prompts
+        )
         if config.backend != "labels" and jobs:
             counters = asyncio.run(
                 _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
@@ -317,12 +325,12 @@ def _tally(summary: Summary, faces: list[FaceRecord], keys: list[str], ledger: L
 def generate(config: Config) -> Summary:
     _check_config(config)
     kinds = qa_items.parse_kinds(config.items)
-    prompts = load_prompts(config.prompts_dir)
     prices = load_prices(config.prices or DEFAULT_PRICES)
     settings = _settings(config)
     source, image_root, all_faces = sources.read(
-        config.source, kinds, config.root, config.fairface_root, config.split
+        config.source, config.root, config.fairface_root, config.split
     )
+    prompts = source.prompts(config.prompts_dir)
     faces = all_faces[: config.limit] if config.limit else all_faces
     if config.backend != "labels" and "open" in kinds:  # refused for its key, a run leaves OUT as it was
         aspects = [aspect.key for aspect in prompts.aspects]

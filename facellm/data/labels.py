@@ -36,7 +36,16 @@ from facellm.common.ledger import Ledger
 from facellm.data import items
 from facellm.data.fairface import AGE_BINS, GENDERS, RACES, FaceRecord
 from facellm.data.items import Record
-from facellm.data.prompts import RACE_PHRASES, Aspect, age_phrase, load_prompts, person_noun, with_article
+from facellm.data.prompts import (
+    RACE_PHRASES,
+    Aspect,
+    PromptSet,
+    age_phrase,
+    label_fields,
+    load_prompts,
+    person_noun,
+    with_article,
+)
 from facellm.data.requests import (
     Answer,
     BadImage,
@@ -51,10 +60,22 @@ from facellm.data.sources.base import LabelQuestion
 SETTINGS = Settings(model="labels", mode="per-question", max_tokens=0)
 
 
-def answer(aspect: Aspect, record: Record, questions: tuple[LabelQuestion, ...] = items.FAIRFACE) -> str:
-    """The labels-only answer; an aspect added to aspects.json gets the plain description."""
+def answer(
+    aspect: Aspect,
+    record: Record,
+    questions: tuple[LabelQuestion, ...] = items.FAIRFACE,
+    prompts: PromptSet | None = None,
+) -> str:
+    """The labels-only answer: the aspect's `offline` template filled with the record's hint (PROMPTS: the
+    source's prompt set); FairFace's eight aspects are written here. An aspect without one gets the plain
+    description."""
     if items.is_label_item(aspect.key):
         return items.label_answer(record, aspect.key, questions)
+    if aspect.offline is not None or not isinstance(record, FaceRecord):
+        hint = prompts.hint(record) if prompts is not None else label_fields(record)
+        if aspect.offline is None:
+            return f"The image shows {hint['summary']}; the annotations available for this image say no more."
+        return aspect.offline.format(**hint)
     noun, race, age = person_noun(record), RACE_PHRASES[record.race], age_phrase(record)
     who = f"{with_article(f'{race} {noun}')}, apparently {age}"
     unknown = "the annotations available for this image do not describe"
@@ -118,8 +139,10 @@ def answer_jobs(
     image_root: Path,
     on_item: Callable[[dict], None],
     questions: tuple[LabelQuestion, ...] = items.FAIRFACE,
+    prompts: PromptSet | None = None,
 ) -> None:
-    """Answer JOBS from the labels into LEDGER, calling ON_ITEM with each entry (QUESTIONS: the source's)."""
+    """Answer JOBS from the labels into LEDGER, calling ON_ITEM with each entry (QUESTIONS and PROMPTS: the
+    source's)."""
     for job in jobs:
         try:  # the same check as the live backend: no answers about a file that is not a readable image
             image_data_url(image_root / job.face.file)
@@ -129,7 +152,7 @@ def answer_jobs(
                 on_item(entry)
             continue
         for aspect in job.aspects:
-            answer_ = Answer(aspect, answer(aspect, job.face, questions), None, "stop", {})
+            answer_ = Answer(aspect, answer(aspect, job.face, questions, prompts), None, "stop", {})
             entry = ledger_entry(job, answer_, settings, "labels", attempts=1, refusals=0, latency_s=0.0)
             ledger.append(entry)
             on_item(entry)

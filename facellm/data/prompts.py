@@ -1,14 +1,17 @@
-"""The FairFaceGPT prompts as data: system prompt, the eight aspects, the two user-message templates and the
+"""The FairFaceGPT prompts as data: system prompt, the aspects, the two user-message templates and the
 refusal phrases live in `data/prompts/` so they can be read, reviewed and changed without touching code.
 
     system.txt        system prompt of every request
-    aspects.json      [{"key": ..., "question": ...}, ...]: one question per aspect, in dataset order
-    per_question.txt  user text of one question; fields {person} {gender} {race} {age} {question}
+    aspects.json      [{"key": ..., "question": ...}, ...]: one question per aspect, in dataset order; an
+                      entry may add "offline": the labels backend's answer, a template of the same fields
+    per_question.txt  user text of one question; FairFace's fields {person} {gender} {race} {age} {question}
     per_image.txt     user text asking all questions at once as JSON; same fields, {questions} for the list
     refusals.txt      answer openings that mark a refusal, one per line (# starts a comment)
 
-The labels reach the LLM as a hint inside the user text; the question stored in the dataset is the bare
-question, so the trained model never sees the labels.
+FairFace's prompts are `data/prompts/` itself; every other label source has its own folder
+(`data/prompts/<source>/`, whose templates use that source's fields: facellm.data.sources) and may leave out
+refusals.txt, which is then the shared one. The labels reach the LLM as a hint inside the user text; the
+question stored in the dataset is the bare question, so the trained model never sees the labels.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from facellm.common.files import REPO
 from facellm.data.fairface import FaceRecord
 
 DEFAULT_PROMPTS_DIR = REPO / "data" / "prompts"
-LABEL_FIELDS = {"person", "gender", "race", "age"}
+LABEL_FIELDS = frozenset({"person", "gender", "race", "age"})
 FILES = ("system.txt", "aspects.json", "per_question.txt", "per_image.txt", "refusals.txt")
 
 RACE_PHRASES = {
@@ -42,6 +46,7 @@ RACE_PHRASES = {
 class Aspect:
     key: str
     question: str
+    offline: str | None = None  # the labels backend's answer (a template of the hint's fields), if written
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,11 @@ class PromptSet:
     per_image: str
     refusals: tuple[str, ...]
     digest: str  # of all five files: a run's outputs are tied to the prompts that made them
+    fields: Callable[[object], dict[str, str]] | None = None  # a record's hint fields (None: FairFace's)
+
+    def hint(self, face) -> dict[str, str]:
+        """The template fields of FACE: its labels as the hint (and the offline answers) read them."""
+        return (self.fields or label_fields)(face)
 
     def aspect(self, key: str) -> Aspect:
         for aspect in self.aspects:
@@ -60,11 +70,11 @@ class PromptSet:
         raise KeyError(key)
 
     def question_text(self, face: FaceRecord, aspect: Aspect) -> str:
-        return self.per_question.format(**label_fields(face), question=aspect.question)
+        return self.per_question.format(**self.hint(face), question=aspect.question)
 
     def all_questions_text(self, face: FaceRecord, aspects: list[Aspect]) -> str:
         listing = "\n".join(f'"{aspect.key}": {aspect.question}' for aspect in aspects)
-        return self.per_image.format(**label_fields(face), questions=listing)
+        return self.per_image.format(**self.hint(face), questions=listing)
 
     def is_refusal(self, answer: str) -> bool:
         opening = answer.strip().lower().replace("\u2019", "'")
@@ -100,27 +110,30 @@ def label_fields(face: FaceRecord) -> dict[str, str]:
     }
 
 
-def _fields(template: str, path: Path) -> set[str]:
+def _fields(template: str, path: Path | str) -> set[str]:
     try:
         return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:
         raise FaceLLMError(f"{path}: not a valid template ({error}); write a literal brace twice") from None
 
 
-def _template(path: Path, last_field: str) -> str:
-    text = path.read_text(encoding="utf-8").strip()
-    fields = _fields(text, path)
-    allowed = LABEL_FIELDS | {last_field}
+def _check_fields(text: str, where: str, allowed: frozenset[str]) -> set[str]:
+    fields = _fields(text, where)
     if unknown := fields - allowed:
         raise FaceLLMError(
-            f"{path}: unknown field(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})"
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})"
         )
-    if last_field not in fields:
+    return fields
+
+
+def _template(path: Path, last_field: str, names: frozenset[str]) -> str:
+    text = path.read_text(encoding="utf-8").strip()
+    if last_field not in _check_fields(text, str(path), names | {last_field}):
         raise FaceLLMError(f"{path}: the template must contain {{{last_field}}}")
     return text
 
 
-def _aspects(path: Path) -> tuple[Aspect, ...]:
+def _aspects(path: Path, names: frozenset[str]) -> tuple[Aspect, ...]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -133,33 +146,49 @@ def _aspects(path: Path) -> tuple[Aspect, ...]:
             raise FaceLLMError(f"{path}: entry {index} needs a string 'key' and a non-empty 'question'")
         if not item["key"].isidentifier():
             raise FaceLLMError(f"{path}: entry {index}: key {item['key']!r} must be a plain identifier")
-        aspects.append(Aspect(item["key"], str(item["question"]).strip()))
+        offline = item.get("offline")
+        if offline is not None:
+            if not isinstance(offline, str) or not offline.strip():
+                raise FaceLLMError(f"{path}: entry {index}: 'offline' must be a non-empty text")
+            _check_fields(offline, f"{path}: entry {index} ('offline')", names)
+            offline = offline.strip()
+        aspects.append(Aspect(item["key"], str(item["question"]).strip(), offline))
     keys = [aspect.key for aspect in aspects]
     if len(set(keys)) != len(keys):
         raise FaceLLMError(f"{path}: aspect keys must be unique")
     return tuple(aspects)
 
 
-def load_prompts(folder: Path = DEFAULT_PROMPTS_DIR) -> PromptSet:
-    missing = [name for name in FILES if not (folder / name).is_file()]
+def load_prompts(
+    folder: Path = DEFAULT_PROMPTS_DIR,
+    fields: Callable[[object], dict[str, str]] | None = None,
+    names: frozenset[str] = LABEL_FIELDS,
+) -> PromptSet:
+    """The prompt set in FOLDER, whose templates may use the field NAMES that FIELDS gives for a record
+    (FairFace's by default). A folder without refusals.txt uses the shared one of data/prompts/."""
+    paths = {name: folder / name for name in FILES}
+    if not paths["refusals.txt"].is_file():
+        paths["refusals.txt"] = DEFAULT_PROMPTS_DIR / "refusals.txt"
+    missing = [name for name, path in paths.items() if not path.is_file()]
     if missing:
         raise FaceLLMError(f"{folder}: prompt folder lacks {', '.join(missing)}")
     digest = hashlib.sha256()
-    for name in FILES:
-        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
-    system = (folder / "system.txt").read_text(encoding="utf-8").strip()
+    for name, path in paths.items():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    system = paths["system.txt"].read_text(encoding="utf-8").strip()
     if not system:
-        raise FaceLLMError(f"{folder / 'system.txt'}: the system prompt is empty")
+        raise FaceLLMError(f"{paths['system.txt']}: the system prompt is empty")
     refusals = tuple(
         line.strip().lower()
-        for line in (folder / "refusals.txt").read_text(encoding="utf-8").splitlines()
+        for line in paths["refusals.txt"].read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     )
     return PromptSet(
         system=system,
-        aspects=_aspects(folder / "aspects.json"),
-        per_question=_template(folder / "per_question.txt", "question"),
-        per_image=_template(folder / "per_image.txt", "questions"),
+        aspects=_aspects(paths["aspects.json"], names),
+        per_question=_template(paths["per_question.txt"], "question", names),
+        per_image=_template(paths["per_image.txt"], "questions", names),
         refusals=refusals,
         digest=digest.hexdigest(),
+        fields=fields,
     )

@@ -163,7 +163,9 @@ def fairness_rows(
             named = [
                 _names_race(entry["answer"], face.race)
                 for face in group
-                if (entry := entries.get((face.file, "demographics"))) and entry["status"] == DONE
+                if isinstance(face, FaceRecord)  # FairFace's race groups
+                and (entry := entries.get((face.file, "demographics")))
+                and entry["status"] == DONE
             ]
             rows.append(
                 {

@@ -44,12 +44,17 @@ FAULTS = (
 REFUSAL = "I'm sorry, but I can't help with that request."
 JSON_QUESTION = re.compile(r'^"(\w+)": (.+)$', re.MULTILINE)
 
-# The label values as facellm.data.prompts writes them into a hint, whatever the template around them says.
+# The label values as the prompt templates write them into a hint (FairFace's, data/prompts/, and the other
+# sources', data/prompts/<source>/), whatever the template around them says.
+RACES = (*RACE_PHRASES.values(), "Asian", "other than White, Black, Asian or Indian")  # FairFace's, UTKFace's
 LABEL_PATTERNS = {
-    "seen as": re.compile(r"\ban? (?:baby |teenage )?(?:boy|girl|man|woman)\b"),
+    "seen as": re.compile(r"\ban? (?:young-looking )?(?:baby |teenage )?(?:boy|girl|man|woman)\b"),
     "perceived gender": re.compile(r"\b(?:female|male)\b"),
-    "race group": re.compile(r"\b(?:" + "|".join(map(re.escape, RACE_PHRASES.values())) + r")\b"),
-    "age": re.compile(r"\b(?:\d+-\d+|over \d+) years old\b"),
+    "race group": re.compile(r"\b(?:" + "|".join(map(re.escape, RACES)) + r")\b"),
+    "age": re.compile(r"\b(?:\d+-\d+|over \d+|\d+) years? old\b|\bunder one year old\b"),
+    "accessories": re.compile(r"(?<=accessories: )[^;]+"),
+    "face shows": re.compile(r"(?<=the face shows )[\w ]+?(?=[;.])"),
+    "valence": re.compile(r"(?<=valence )[-+]\d\.\d\d"),
 }
 DEFAULT_PORT = 8001  # next to serve.sh's 8000, not on it
 
@@ -110,7 +115,7 @@ class LocalEndpoint:
         batch_faults: list[str] | tuple[str, ...] = (),
         port: int = 0,
     ):
-        unknown = [f for f in faults if f not in FAULTS]
+        unknown = [f for f in faults if f is not None and f not in FAULTS]  # None: a request answered well
         if unknown:
             raise ValueError(f"unknown fault(s) {unknown}; known: {FAULTS}")
         self.latency = latency

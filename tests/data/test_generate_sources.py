@@ -2,6 +2,7 @@
 FairFace's runs as they were."""
 
 import json
+import shutil
 
 import pytest
 
@@ -122,12 +123,18 @@ def test_an_unreadable_image_fails_alone(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("extra", "needle"),
-    [(["--items", "open,short"], "--source utkface: open items need UTKFace's hint templates and aspects"),
-     ([], "--source utkface: open items need"),  # open is the default kind
-     (["--items", "short", "--split", "val"], "--split val: UTKFace has no such split (one of all)")],
+    [(["--items", "short", "--split", "val"], "--split val: UTKFace has no such split (one of all)"),
+     # FairFace's prompts have no {years}; a UTKFace folder's may not use CelebA's {features}
+     (["--split", "all", "--prompts-dir", "CELEBA_LIKE"],
+      "per_question.txt: unknown field(s) features (allowed: age,")],
 )  # fmt: skip
 def test_what_a_source_cannot_give_is_refused_before_any_work(tmp_path, capsys, extra, needle):
     root = label_sources.write_utkface(tmp_path / "utk")
+    if "CELEBA_LIKE" in extra:
+        folder = tmp_path / "prompts"
+        shutil.copytree(registry.get("utkface").prompts_dir, folder)
+        (folder / "per_question.txt").write_text("The person has {features}.\n\n{question}\n")
+        extra = [str(folder) if word == "CELEBA_LIKE" else word for word in extra]
     arguments = [
         "--source",
         "utkface",

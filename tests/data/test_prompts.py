@@ -81,6 +81,12 @@ def test_duplicate_aspect_keys(prompts_dir):
 
 
 def test_missing_prompt_file(prompts_dir):
-    (prompts_dir / "refusals.txt").unlink()
-    with pytest.raises(FaceLLMError, match=r"lacks refusals\.txt"):
+    (prompts_dir / "system.txt").unlink()
+    with pytest.raises(FaceLLMError, match=r"lacks system\.txt"):
         load_prompts(prompts_dir)
+
+
+def test_a_folder_without_refusals_uses_the_shared_ones(prompts_dir):
+    before = load_prompts(prompts_dir)
+    (prompts_dir / "refusals.txt").unlink()
+    assert load_prompts(prompts_dir) == before  # the same phrases, and the same digest

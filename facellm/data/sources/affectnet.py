@@ -30,6 +30,7 @@ from facellm.data.sources.base import (
     LabelQuestion,
     Loaded,
     SourceRecord,
+    emotion,
     existing,
     image_inside,
     label,
@@ -50,6 +51,29 @@ LIST_FOLDER = "Manually_Annotated_file_lists"
 IMAGE_FOLDER = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
 
 QUESTIONS = (LabelQuestion("expression", EXPRESSION_QUESTION, label("expression"), vocabulary(EXPRESSIONS)),)
+HINT_FIELDS = frozenset(
+    {"expression", "emotion", "valence", "arousal", "pleasantness", "intensity", "summary"}
+)
+# valence and arousal run from -1 to 1; within +-0.2 of 0 they are read as neutral and moderate
+NEUTRAL_BAND = 0.2
+
+
+def hint_fields(labels) -> dict[str, str]:
+    """The labels as the prompt templates (data/prompts/affectnet/) and the offline answers read them."""
+    name, valence, arousal = str(labels["expression"]), float(labels["valence"]), float(labels["arousal"])
+    pleasant = "pleasant" if valence > NEUTRAL_BAND else "unpleasant" if valence < -NEUTRAL_BAND else None
+    intensity = "intense" if arousal > NEUTRAL_BAND else "calm" if arousal < -NEUTRAL_BAND else "moderate"
+    return {
+        "expression": name.lower(),
+        "emotion": emotion(name),
+        "valence": f"{valence:+.2f}",
+        "arousal": f"{arousal:+.2f}",
+        "pleasantness": pleasant or "neither pleasant nor unpleasant",
+        "intensity": intensity,
+        "summary": f"a face showing {emotion(name)}",
+    }
+
+
 GROUPINGS = (Grouping("expression", EXPRESSIONS, label("expression")),)
 
 

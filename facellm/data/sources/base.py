@@ -21,6 +21,8 @@ from facellm.common.files import resolve_inside
 
 Labels = Mapping[str, object]
 EXPRESSION_QUESTION = "Which facial expression does this person show?"
+# how an expression label reads in a sentence ("the face shows ..."), RAF-DB's and AffectNet's names alike
+EMOTIONS = {"Neutral": "a neutral expression", "Happy": "happiness", "Sad": "sadness"}
 
 
 @dataclass(frozen=True)
@@ -114,3 +116,13 @@ def one_of(path: Path, line: int, what: str, text: str, codes: Mapping[str, str]
         listing = ", ".join(f"{code} {name}" for code, name in codes.items())
         raise FaceLLMError(f"{path}:{line}: {what} {text!r} is not one of {listing}")
     return codes[text]
+
+
+def emotion(name: str) -> str:
+    """An expression label as a noun phrase: Happy -> happiness, Neutral -> a neutral expression."""
+    return EMOTIONS.get(name, name.lower())
+
+
+def listing(phrases: Sequence[str]) -> str:
+    """PHRASES as one phrase: "a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(phrases[:-1]), *phrases[-1:]]))

@@ -26,6 +26,7 @@ from facellm.data.sources.base import (
     SourceRecord,
     existing,
     image_inside,
+    listing,
     one_of,
     require_root,
     text_lines,
@@ -78,6 +79,49 @@ QUESTIONS = (
     ),
 )
 GROUPINGS = (Grouping("gender", GENDERS, gender), Grouping("young", YES_NO, has("Young")))
+
+# The LLM's hint (data/prompts/celeba/) names the attributes that are set, as phrases. Attractive is a
+# judgement, not something seen: it never reaches a hint. Male, Young, Smiling, Blurry, No_Beard and the
+# accessories have fields of their own.
+HINT_FIELDS = frozenset({"person", "gender", "features", "accessories", "expression", "sharpness", "summary"})
+FEATURES = {
+    "5_o_Clock_Shadow": "a five o'clock shadow", "Arched_Eyebrows": "arched eyebrows",
+    "Bags_Under_Eyes": "bags under the eyes", "Bald": "a bald head", "Bangs": "bangs", "Big_Lips": "big lips",
+    "Big_Nose": "a big nose", "Black_Hair": "black hair", "Blond_Hair": "blond hair",
+    "Brown_Hair": "brown hair", "Bushy_Eyebrows": "bushy eyebrows", "Chubby": "a chubby face",
+    "Double_Chin": "a double chin", "Goatee": "a goatee", "Gray_Hair": "gray hair",
+    "Heavy_Makeup": "heavy makeup", "High_Cheekbones": "high cheekbones", "Mustache": "a mustache",
+    "Narrow_Eyes": "narrow eyes", "Oval_Face": "an oval face", "Pale_Skin": "pale skin",
+    "Pointy_Nose": "a pointy nose", "Receding_Hairline": "a receding hairline", "Rosy_Cheeks": "rosy cheeks",
+    "Sideburns": "sideburns", "Straight_Hair": "straight hair", "Wavy_Hair": "wavy hair",
+    "Wearing_Lipstick": "lipstick",
+}  # fmt: skip
+ACCESSORIES = {
+    "Eyeglasses": "eyeglasses", "Wearing_Hat": "a hat", "Wearing_Earrings": "earrings",
+    "Wearing_Necklace": "a necklace", "Wearing_Necktie": "a necktie",
+}  # fmt: skip
+
+
+def hint_fields(labels) -> dict[str, str]:
+    """The labels as the prompt templates and the offline answers read them."""
+    noun = "man" if labels["Male"] else "woman"
+    person = f"a young-looking {noun}" if labels["Young"] else f"a {noun}"
+    features = [phrase for name, phrase in FEATURES.items() if labels[name]]
+    if not labels["No_Beard"]:
+        features.append("a beard")
+    worn = [phrase for name, phrase in ACCESSORIES.items() if labels[name]]
+    mouth = " with the mouth slightly open" if labels["Mouth_Slightly_Open"] else ""
+    features_text = listing(features) or "no marked feature among CelebA's attributes"
+    accessories_text = listing(worn) or "no eyeglasses, hat, earrings, necklace or necktie"
+    return {
+        "person": person,
+        "gender": "male" if labels["Male"] else "female",
+        "features": features_text,
+        "accessories": accessories_text,
+        "expression": ("smiling" if labels["Smiling"] else "not smiling") + mouth,
+        "sharpness": "blurry" if labels["Blurry"] else "sharp",
+        "summary": f"{person} with {features_text}, wearing {accessories_text}",
+    }
 
 
 class Attributes(Mapping):

@@ -24,6 +24,7 @@ from facellm.data.sources.base import (
     LabelQuestion,
     Loaded,
     SourceRecord,
+    emotion,
     existing,
     image_inside,
     label,
@@ -43,6 +44,14 @@ NAME = re.compile(r"(?P<split>train|test)_\d+\.jpg")
 
 QUESTIONS = (LabelQuestion("expression", EXPRESSION_QUESTION, label("expression"), vocabulary(EXPRESSIONS)),)
 GROUPINGS = (Grouping("expression", EXPRESSIONS, label("expression")),)
+HINT_FIELDS = frozenset({"expression", "emotion", "summary"})
+
+
+def hint_fields(labels) -> dict[str, str]:
+    """The labels as the prompt templates (data/prompts/rafdb/) and the offline answers read them."""
+    name = str(labels["expression"])
+    shown = emotion(name)
+    return {"expression": name.lower(), "emotion": shown, "summary": f"a face showing {shown}"}
 
 
 def aligned_name(image: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from facellm.common.cli import FaceLLMError
 from facellm.data.fairface import AGE_BINS
 from facellm.data.items import QUESTIONS as FAIRFACE_QUESTIONS
+from facellm.data.prompts import with_article
 from facellm.data.sources.base import (
     Grouping,
     LabelQuestion,
@@ -73,6 +74,37 @@ GROUPINGS = (
     Grouping("gender", GENDERS, label("gender")),
     Grouping("age", AGE_BINS, lambda labels: age_bin(labels["age"])),
 )
+
+# the LLM's hint (data/prompts/utkface/): the fields its templates may use
+HINT_FIELDS = frozenset({"person", "gender", "race", "age", "years", "summary"})
+OTHER_RACE = "other than White, Black, Asian or Indian"  # UTKFace's Others
+
+
+def _noun(age: int, male: bool) -> str:
+    """A face named by age and gender, by the same age lines as FairFace's bins."""
+    if age <= 2:
+        return "baby boy" if male else "baby girl"
+    if age <= 9:
+        return "boy" if male else "girl"
+    if age <= 19:
+        return "teenage boy" if male else "teenage girl"
+    return "man" if male else "woman"
+
+
+def hint_fields(labels) -> dict[str, str]:
+    """The labels as the prompt templates and the offline answers read them."""
+    age, male, race = int(labels["age"]), labels["gender"] == "Male", str(labels["race"])
+    noun = _noun(age, male)
+    years = "under one year old" if age == 0 else f"{age} year{'s' if age != 1 else ''} old"
+    named = with_article(noun if race == "Others" else f"{race} {noun}")
+    return {
+        "person": with_article(noun),
+        "gender": "male" if male else "female",
+        "race": f"{OTHER_RACE} (e.g. Hispanic, Latino or Middle Eastern)" if race == "Others" else race,
+        "age": years,
+        "years": str(age),
+        "summary": f"{named}, {years}" + (f", of a race group {OTHER_RACE}" if race == "Others" else ""),
+    }
 
 
 def parse_name(path: Path) -> dict | None:
