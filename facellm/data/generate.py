@@ -33,6 +33,7 @@ from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.common.options import add_options, add_progress_option, from_args, option, positive
 from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
+from facellm.data import overlap
 from facellm.data.credentials import api_key, check_before_claiming
 from facellm.data.fairface import FaceRecord
 from facellm.data.prompts import PromptSet
@@ -65,6 +66,11 @@ class Config:
         parse=Path,
         group="data",
     )
+    exclude_benchmark: Path | None = option(
+        None, "FaceXBench's benchmark/ folder with its images: leave out, before any request, every source "
+        "image that is a near-copy of a benchmark image (perceptual hashes; counts per benchmark file in "
+        "OUT/benchmark_overlap.json)", parse=Path, group="data", metavar="DIR",
+    )  # fmt: skip
     out: Path = option(Path("data/fairfacegpt"), "output folder", parse=Path, group="data")
     split: str = option(
         "val", "split: FairFace train or val; UTKFace all; CelebA train, val or test; RAF-DB train or test; "
@@ -274,6 +280,24 @@ def compile_dataset(faces: list[FaceRecord], keys: list[str], ledger: Ledger) ->
     return records
 
 
+def _without_benchmark_images(config: Config, source, image_root: Path, records: list) -> list:
+    """RECORDS less the images FaceXBench shows (--exclude-benchmark), or RECORDS with a warning naming the
+    benchmark files that draw from this source and split."""
+    if config.exclude_benchmark is None:
+        if warning := overlap.benchmark_warning(source.name, config.split, overlap.DEFAULT_BENCHMARK):
+            print(warning, file=sys.stderr)
+        return records
+    kept, report = overlap.exclude_overlap(
+        records, image_root, source.name, config.exclude_benchmark, config.out / overlap.HASH_CACHE,
+        config.progress,
+    )  # fmt: skip
+    write_json_atomic(config.out / overlap.REPORT, report)
+    print(overlap.summary_line(report, source.title))
+    if report["caveat"]:
+        print(f"note: {report['caveat']}")
+    return kept
+
+
 def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary, source):
     """Answer LABEL_JOBS from the labels, then JOBS with the configured backend, a progress bar counting
     finished and failed items."""
@@ -331,11 +355,13 @@ def generate(config: Config) -> Summary:
         config.source, config.root, config.fairface_root, config.split
     )
     prompts = source.prompts(config.prompts_dir)
-    faces = all_faces[: config.limit] if config.limit else all_faces
+    faces = all_faces[: config.limit] if config.limit and not config.exclude_benchmark else all_faces
     if config.backend != "labels" and "open" in kinds:  # refused for its key, a run leaves OUT as it was
         aspects = [aspect.key for aspect in prompts.aspects]
         check_before_claiming(config.out / LEDGER, [face.file for face in faces], aspects)
     config.out.mkdir(parents=True, exist_ok=True)
+    all_faces = _without_benchmark_images(config, source, image_root, all_faces)
+    faces = all_faces[: config.limit] if config.limit else all_faces  # --limit counts the images kept
     # the ledger is the folder's lock: taken before run.json is read or written, so a second run with other
     # settings cannot rewrite it while the first one is still appending
     with Ledger(config.out / LEDGER) as ledger:
@@ -350,6 +376,8 @@ def generate(config: Config) -> Summary:
             identity["items"] = ",".join(kinds)
         if source.name != sources.DEFAULT:
             identity["source"] = source.name
+        if config.exclude_benchmark:  # where the benchmark lies may change; whether it was left out may not
+            identity["exclude_benchmark"] = True
         _check_run_identity(config.out, identity)
         jobs = _jobs(faces, prompts, settings, ledger, kinds)
         label_jobs = qa_labels.jobs(faces, ledger, kinds, source.questions)
