@@ -28,8 +28,9 @@ import openai
 
 from facellm.common.ledger import Ledger
 from facellm.data.fairface import load_split
-from facellm.data.generate import Config, _jobs, _run_remote, _settings
+from facellm.data.generate import Config, _jobs, _settings
 from facellm.data.prompts import load_prompts
+from facellm.data.remote import run_remote
 from facellm.data.requests import Job, image_data_url, request_body
 
 SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "fairface-sample"
@@ -89,7 +90,7 @@ def run_concurrent(endpoint: Endpoint, root: Path, out: Path, concurrency: int, 
     with Ledger(out / "ledger.jsonl") as ledger:
         jobs = _jobs(faces, prompts, settings, ledger)[:items]
         start = time.perf_counter()
-        asyncio.run(_run_remote(config, jobs, prompts, settings, ledger, image_root, lambda entry: None))
+        asyncio.run(run_remote(config, jobs, prompts, settings, ledger, image_root, lambda entry: None))
         elapsed = time.perf_counter() - start
         assert sum(1 for e in ledger.entries.values() if e["status"] == "done") == len(jobs)
     return len(jobs) / elapsed

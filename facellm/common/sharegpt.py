@@ -13,6 +13,7 @@ from pathlib import Path
 
 from facellm.common.cli import FaceLLMError
 from facellm.common.files import read_json, write_json_atomic
+from facellm.common.ledger import DONE, Ledger
 
 DATASET_NAME = "fairfacegpt"
 IMAGE_TAG = "<image>"
@@ -60,3 +61,15 @@ def write_dataset(out_dir: Path, records: list[dict], name: str = DATASET_NAME) 
     write_json_atomic(dataset_path, records)
     write_json_atomic(info_path, info)
     return dataset_path, info_path
+
+
+def from_ledger(faces: list, keys: list[str], ledger: Ledger) -> list[dict]:
+    """ShareGPT records of every done item (KEYS: an image's items), in CSV order then item order: the same
+    ledger always gives the same file, however the requests were scheduled."""
+    records = []
+    for face in faces:
+        for key in keys:
+            entry = ledger.get(face.file, key)
+            if entry and entry["status"] == DONE:
+                records.append(record(entry["question"], entry["answer"], face.file))
+    return records

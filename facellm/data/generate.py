@@ -34,7 +34,7 @@ from facellm.common.options import add_options, add_progress_option, from_args, 
 from facellm.data import items as qa_items
 from facellm.data import labels as qa_labels
 from facellm.data import overlap
-from facellm.data.credentials import api_key, check_before_claiming
+from facellm.data.credentials import check_before_claiming
 from facellm.data.fairface import FaceRecord
 from facellm.data.prompts import PromptSet
 from facellm.data.reports import DEFAULT_PRICES, cost_report, fairness_report, load_prices
@@ -188,7 +188,7 @@ def _settings(config: Config) -> Settings:
     return Settings(config.model, config.mode, max_tokens, config.temperature)
 
 
-def _check_run_identity(out: Path, identity: dict) -> None:
+def _check_run_identity(out: Path, identity: dict, write: bool = True) -> None:
     """A ledger holds one kind of data: refuse to mix models, modes, prompts, splits, items or sources in one
     folder. At their defaults, `items` and `source` are left out of run.json (which reads as the defaults)."""
     path = out / RUN_FILE
@@ -203,7 +203,7 @@ def _check_run_identity(out: Path, identity: dict) -> None:
                 f"{path}: this folder holds a run with other settings ({detail}); use another --out "
                 "or the same settings to resume"
             )
-    else:
+    elif write:
         write_json_atomic(path, identity)
 
 
@@ -227,80 +227,10 @@ def _jobs(
     return jobs
 
 
-async def _run_remote(
-    config: Config,
-    jobs: list[Job],
-    prompts: PromptSet,
-    settings: Settings,
-    ledger,
-    image_root,
-    on_item,
-    all_faces: list[FaceRecord] | None = None,
-):
-    import openai
-
-    from facellm.data.live import OpenAIBackend, Redactor, preflight
-    from facellm.data.rate_limit import RateLimiter
-
-    key = api_key()
-    redact = Redactor(key)
-    client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout)
-    try:
-        await preflight(client, settings.model, redact, lambda text: tqdm.write(text, file=sys.stderr))
-        shared = dict(
-            client=client, prompts=prompts, settings=settings, ledger=ledger, image_root=image_root,
-            redact=redact, max_attempts=config.max_attempts, max_retries=config.max_retries, on_item=on_item,
-        )  # fmt: skip
-        if config.backend == "batch":
-            from facellm.data.batch import BatchBackend
-
-            backend = BatchBackend(
-                **shared, folder=config.out / "batch", poll_interval=config.poll_interval,
-                max_requests=config.batch_max_requests, max_bytes=config.batch_max_bytes,
-            )  # fmt: skip
-            await backend.run(jobs, all_faces if all_faces is not None else [job.face for job in jobs])
-        else:
-            backend = OpenAIBackend(
-                **shared, limiter=RateLimiter(config.rpm, config.tpm), timeout=config.timeout
-            )
-            return await backend.run(jobs, config.concurrency)
-    finally:
-        await client.close()
-
-
-def compile_dataset(faces: list[FaceRecord], keys: list[str], ledger: Ledger) -> list[dict]:
-    """ShareGPT records of every done item (KEYS: an image's items), in CSV order then item order: the same
-    ledger always gives the same file, however the requests were scheduled."""
-    records = []
-    for face in faces:
-        for key in keys:
-            entry = ledger.get(face.file, key)
-            if entry and entry["status"] == DONE:
-                records.append(sharegpt.record(entry["question"], entry["answer"], face.file))
-    return records
-
-
-def _without_benchmark_images(config: Config, source, image_root: Path, records: list) -> list:
-    """RECORDS less the images FaceXBench shows (--exclude-benchmark), or RECORDS with a warning naming the
-    benchmark files that draw from this source and split."""
-    if config.exclude_benchmark is None:
-        if warning := overlap.benchmark_warning(source.name, config.split, overlap.DEFAULT_BENCHMARK):
-            print(warning, file=sys.stderr)
-        return records
-    kept, report = overlap.exclude_overlap(
-        records, image_root, source.name, config.exclude_benchmark, config.out / overlap.HASH_CACHE,
-        config.progress,
-    )  # fmt: skip
-    write_json_atomic(config.out / overlap.REPORT, report)
-    print(overlap.summary_line(report, source.title))
-    if report["caveat"]:
-        print(f"note: {report['caveat']}")
-    return kept
-
-
-def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary, source):
+def _run_jobs(config: Config, run: Prepared, jobs, label_jobs, ledger, all_faces, summary) -> None:
     """Answer LABEL_JOBS from the labels, then JOBS with the configured backend, a progress bar counting
     finished and failed items."""
+    settings, prompts, image_root = run.settings, run.prompts, run.image_root
     failures: Counter[str] = Counter()
     bar = tqdm(
         total=sum(len(job.aspects) for job in [*jobs, *label_jobs]),
@@ -319,11 +249,13 @@ def _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, a
     try:
         local = [*jobs, *label_jobs] if config.backend == "labels" else label_jobs
         qa_labels.answer_jobs(
-            local, qa_labels.SETTINGS, ledger, image_root, on_item, source.questions, prompts
+            local, qa_labels.SETTINGS, ledger, image_root, on_item, run.source.questions, prompts
         )
         if config.backend != "labels" and jobs:
+            from facellm.data.remote import run_remote  # openai's import is paid only when it is used
+
             counters = asyncio.run(
-                _run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
+                run_remote(config, jobs, prompts, settings, ledger, image_root, on_item, all_faces)
             )
             if counters is not None:
                 summary.requests, summary.retries = counters.requests, counters.retries
@@ -346,39 +278,65 @@ def _tally(summary: Summary, faces: list[FaceRecord], keys: list[str], ledger: L
     return entries
 
 
-def generate(config: Config) -> Summary:
+@dataclass
+class Prepared:
+    """A run as checked before it claims OUT: every refusal comes from prepare(), which writes nothing."""
+
+    kinds: tuple[str, ...]
+    prices: dict
+    settings: Settings
+    source: sources.Source
+    image_root: Path
+    records: list  # the whole split: benchmark images are left out, then --limit applied, by generate()
+    prompts: PromptSet
+    identity: dict  # what run.json ties OUT to
+
+
+def prepare(config: Config, quiet: bool = False) -> Prepared:
+    """Every check of a run (settings, source, labels, prompts, prices, key, benchmark folder, the settings
+    of a run already in OUT), OUT untouched; QUIET: do not print what the reader left out."""
     _check_config(config)
     kinds = qa_items.parse_kinds(config.items)
     prices = load_prices(config.prices or DEFAULT_PRICES)
     settings = _settings(config)
-    source, image_root, all_faces = sources.read(
-        config.source, config.root, config.fairface_root, config.split
+    source, image_root, records = sources.read(
+        config.source, config.root, config.fairface_root, config.split, quiet
     )
     prompts = source.prompts(config.prompts_dir)
-    faces = all_faces[: config.limit] if config.limit and not config.exclude_benchmark else all_faces
+    if config.exclude_benchmark is not None:
+        overlap.benchmark_images(config.exclude_benchmark)
+    identity = {
+        "model": settings.model,
+        "mode": settings.mode,
+        "prompts": prompts.digest,
+        "split": config.split,
+    }
+    if kinds != (qa_items.DEFAULT,):  # absent at its default: run.json as it was before --items
+        identity["items"] = ",".join(kinds)
+    if source.name != sources.DEFAULT:
+        identity["source"] = source.name
+    if config.exclude_benchmark:  # where the benchmark lies may change; whether it was left out may not
+        identity["exclude_benchmark"] = True
+    _check_run_identity(config.out, identity, write=False)
     if config.backend != "labels" and "open" in kinds:  # refused for its key, a run leaves OUT as it was
+        faces = records[: config.limit] if config.limit and not config.exclude_benchmark else records
         aspects = [aspect.key for aspect in prompts.aspects]
         check_before_claiming(config.out / LEDGER, [face.file for face in faces], aspects)
+    return Prepared(kinds, prices, settings, source, image_root, records, prompts, identity)
+
+
+def generate(config: Config, prepared: Prepared | None = None) -> Summary:
+    """One run; PREPARED: its checks, made beforehand (a mix makes them for every source first)."""
+    run = prepared or prepare(config)
+    source, prompts, settings, kinds = run.source, run.prompts, run.settings, run.kinds
     config.out.mkdir(parents=True, exist_ok=True)
-    all_faces = _without_benchmark_images(config, source, image_root, all_faces)
+    all_faces = overlap.leave_out(config, source, run.image_root, run.records)
     faces = all_faces[: config.limit] if config.limit else all_faces  # --limit counts the images kept
     # the ledger is the folder's lock: taken before run.json is read or written, so a second run with other
     # settings cannot rewrite it while the first one is still appending
     with Ledger(config.out / LEDGER) as ledger:
         sharegpt.read_registry(config.out / "dataset_info.json")  # a damaged registry stops us before work
-        identity = {
-            "model": settings.model,
-            "mode": settings.mode,
-            "prompts": prompts.digest,
-            "split": config.split,
-        }
-        if kinds != (qa_items.DEFAULT,):  # absent at its default: run.json as it was before --items
-            identity["items"] = ",".join(kinds)
-        if source.name != sources.DEFAULT:
-            identity["source"] = source.name
-        if config.exclude_benchmark:  # where the benchmark lies may change; whether it was left out may not
-            identity["exclude_benchmark"] = True
-        _check_run_identity(config.out, identity)
+        _check_run_identity(config.out, run.identity)
         jobs = _jobs(faces, prompts, settings, ledger, kinds)
         label_jobs = qa_labels.jobs(faces, ledger, kinds, source.questions)
         pending = sum(len(job.aspects) for job in [*jobs, *label_jobs])
@@ -386,19 +344,19 @@ def generate(config: Config) -> Summary:
         summary = Summary(
             dataset=config.out / "dataset.json", images=len(faces), skipped=len(faces) * len(keys) - pending
         )
-        _run_jobs(config, jobs, label_jobs, settings, prompts, ledger, image_root, all_faces, summary, source)
+        _run_jobs(config, run, jobs, label_jobs, ledger, all_faces, summary)
         entries = _tally(summary, faces, keys, ledger)
-        records = compile_dataset(faces, keys, ledger)
+        records = sharegpt.from_ledger(faces, keys, ledger)
 
     dataset_path, info_path = sharegpt.write_dataset(config.out, records)
     cost_report(
-        list(entries.values()), prices, settings.model, config.backend == "batch", len(faces),
+        list(entries.values()), run.prices, settings.model, config.backend == "batch", len(faces),
         len(all_faces), config.out, endpoint=config.base_url or os.environ.get("OPENAI_BASE_URL"),
         own_table=config.prices is not None, offline=config.backend == "labels",
     )  # fmt: skip
     fairness_report(faces, entries, config.out, source.groupings)
     write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
-    _print_summary(summary, len(records), dataset_path, info_path, image_root, config.out)
+    _print_summary(summary, len(records), dataset_path, info_path, run.image_root, config.out)
     return summary
 
 

@@ -18,6 +18,7 @@ images are hashed in a process pool, and compared to the benchmark's in vectoris
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facellm.common.cli import FaceLLMError
+from facellm.common.files import write_json_atomic
 from facellm.data.sources import registry
 from facellm.eval.contamination import (
     DHASH_THRESHOLD,
@@ -115,7 +117,7 @@ def benchmark_warning(source_name: str, split: str, benchmark_dir: Path | None =
     )
 
 
-def _benchmark_images(benchmark_dir: Path) -> dict[Path, tuple[str, str]]:
+def benchmark_images(benchmark_dir: Path) -> dict[Path, tuple[str, str]]:
     """Every image the question files of BENCHMARK_DIR show -> (the file (stem) showing it first, its path
     there as written)."""
     tasks = load_benchmark(benchmark_dir)  # refuses a missing folder and one without question files
@@ -162,7 +164,7 @@ def exclude_overlap(
     as unreadable; an unreadable benchmark image stops the run. WORKERS: hashing processes (default: the
     CPUs)."""
     source = registry.get(source_name)
-    bench_images = _benchmark_images(benchmark_dir)
+    bench_images = benchmark_images(benchmark_dir)
     paths = [image_root / record.file for record in records]
     workers = workers or os.cpu_count() or 1
     cache = HashCache(cache_path)
@@ -233,3 +235,22 @@ def summary_line(report: dict, source_title: str) -> str:
     if report["unreadable"]:
         line += f"; {report['unreadable']} unreadable, not checked (e.g. {report['unreadable_examples'][0]})"
     return line
+
+
+def leave_out(config, source, image_root: Path, records: list) -> list:
+    """RECORDS of a FairFaceGPT run (CONFIG, a generate.Config) less the images FaceXBench shows
+    (--exclude-benchmark: the report in OUT), or RECORDS with a warning naming the benchmark files that draw
+    from this source and split."""
+    if config.exclude_benchmark is None:
+        if warning := benchmark_warning(source.name, config.split, DEFAULT_BENCHMARK):
+            print(warning, file=sys.stderr)
+        return records
+    kept, report = exclude_overlap(
+        records, image_root, source.name, config.exclude_benchmark, config.out / HASH_CACHE,
+        config.progress,
+    )  # fmt: skip
+    write_json_atomic(config.out / REPORT, report)
+    print(summary_line(report, source.title))
+    if report["caveat"]:
+        print(f"note: {report['caveat']}")
+    return kept

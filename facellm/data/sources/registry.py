@@ -107,11 +107,13 @@ def load(source: Source, root: Path, split: str) -> Loaded:
     return source.read(root, split)
 
 
-def read(name: str, root: Path | None, fairface_root: Path, split: str) -> tuple[Source, Path, list]:
+def read(
+    name: str, root: Path | None, fairface_root: Path, split: str, quiet: bool = False
+) -> tuple[Source, Path, list]:
     """A run's source, image root and records (`--source`, `--root`, `--split`), saying what the reader left
-    out on purpose; every refusal comes before anything is written."""
+    out on purpose (unless QUIET); every refusal comes before anything is written."""
     source = get(name)
     image_root, records, left_out = load(source, root_of(source, root, fairface_root), split)
-    for reason, files in left_out.items():
+    for reason, files in left_out.items() if not quiet else ():
         print(f"{source.title}: {len(files)} image(s) left out, {reason} (e.g. {files[0]})")
     return source, image_root, records
