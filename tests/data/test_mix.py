@@ -24,9 +24,10 @@ from tests.support import REPO, assert_one_line_error, command_env, run_main
 
 TINY_RECIPE = REPO / "configs" / "tiny_cpu_lora_sft.yaml"
 # 4 FairFace faces x (8 open + 6 label items), 5 UTKFace faces x (4 open + 6), 4 RAF-DB test faces x 2
-RECORDS = {"fairface": 56, "utk": 50, "raf": 8}
+RECORDS = {"fairface": 56, "utk": 50, "raf": 8, "celeba": 46, "affectnet": 18}
 KINDS = {"fairface": {"open": 32, "short": 12, "mcq": 12}, "utk": {"open": 20, "short": 15, "mcq": 15},
-         "raf": {"short": 4, "mcq": 4}}  # fmt: skip
+         "raf": {"short": 4, "mcq": 4}, "celeba": {"open": 10, "short": 18, "mcq": 18},
+         "affectnet": {"open": 12, "short": 3, "mcq": 3}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +38,18 @@ def roots(tmp_path_factory) -> dict:
         "fairface": copy_faces(folder),
         "utk": label_sources.write_utkface(folder / "utkface"),
         "raf": label_sources.write_rafdb(folder / "rafdb"),
+        "celeba": label_sources.write_celeba(folder / "celeba"),
+        "affectnet": label_sources.write_affectnet(folder / "affectnet"),
     }
 
 
-def entries(roots: dict, weights=(2, 1, 0.5)) -> dict:
+def entries(roots: dict, weights=(2, 1, 0.5, 1, 0.5)) -> dict:
     found = {
         "fairface": {"root": str(roots["fairface"]), "split": "val", "limit": 4},
         "utk": {"source": "utkface", "root": str(roots["utk"]), "limit": 5},
         "raf": {"source": "rafdb", "root": str(roots["raf"]), "split": "test", "items": "short,mcq"},
+        "celeba": {"root": str(roots["celeba"]), "split": "val"},
+        "affectnet": {"root": str(roots["affectnet"]), "split": "train", "limit": 3},
     }
     for entry, weight in zip(found.values(), weights or (), strict=False):
         entry["weight"] = weight
@@ -79,7 +84,7 @@ def no_figures(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mixed(roots, tmp_path_factory):
-    """One mix of the three sources with weights: (its config, OUT, the command's output)."""
+    """One mix of the five sources with weights: (its config, OUT, the command's output)."""
     folder = tmp_path_factory.mktemp("mixed")
     config = write_config(folder, entries(roots))
     with pytest.MonkeyPatch.context() as patch:
@@ -122,14 +127,14 @@ def test_the_report_counts_each_sources_dataset(mixed):
         assert {k: v["done"] for k, v in row["kinds"].items()} == KINDS[row["name"]]
         assert row["pricing"] == "labels backend: no API cost" and row["usd"] is None
         assert f"[fairness]({row['name']}/fairness_report.md)" in report
-    assert [row["probability"] for row in record["sources"]] == [0.571429, 0.285714, 0.142857]
-    # interleave_under stops when the first source runs out: RAF-DB's 8 records at 1/7 of the draws
-    assert [round(row["examples"]) for row in record["sources"]] == [32, 16, 8]
+    assert [row["probability"] for row in record["sources"]] == [0.4, 0.2, 0.1, 0.2, 0.1]
+    # interleave_under stops when the first source runs out: RAF-DB's 8 records at 1/10 of the draws
+    assert [round(row["examples"]) for row in record["sources"]] == [32, 16, 8, 16, 8]
     assert (
-        "| fairface | fairface val | 4 | 56 | 0 | 32 | 12 | 12 | $0 (labels backend) | 2 | 57.1% | ~32 |"
+        "| fairface | fairface val | 4 | 56 | 0 | 32 | 12 | 12 | $0 (labels backend) | 2 | 40.0% | ~32 |"
         in (report)
     )
-    assert "| **total** |  | 13 | 114 | 0 | 52 | 31 | 31 | $0 |  | 100% | ~56 |  |" in report
+    assert "| **total** |  | 18 | 178 | 0 | 74 | 52 | 52 | $0 |  | 100% | ~80 |  |" in report
 
 
 def test_the_recipe_is_the_base_one_with_the_mix_as_its_data(mixed):
@@ -140,7 +145,7 @@ def test_the_recipe_is_the_base_one_with_the_mix_as_its_data(mixed):
     assert {k: v for k, v in recipe.items() if k not in mixed_keys} == {
         k: v for k, v in base.items() if k not in mixed_keys
     }
-    assert (recipe["dataset_dir"], recipe["dataset"]) == (str(out), "fairface,utk,raf")
+    assert (recipe["dataset_dir"], recipe["dataset"]) == (str(out), "fairface,utk,raf,celeba,affectnet")
     assert recipe["mix_strategy"] == "interleave_under"
     assert abs(sum(map(float, recipe["interleave_probs"].split(","))) - 1) < 1e-9  # numpy checks the sum
     blocks = [line for line in text.splitlines() if line.startswith("### ")]
@@ -188,7 +193,7 @@ def test_a_killed_mix_resumes_where_it_stopped(roots, tmp_path, monkeypatch, cap
 
 
 def bad(roots, tmp_path, change) -> str:
-    """A config of the three sources that CHANGE(top, sources) spoils (or replaces: returned text)."""
+    """A config of the five sources that CHANGE(top, sources) spoils (or replaces: returned text)."""
     top, sources = {}, entries(roots)
     text = change(top, sources)
     path = write_config(tmp_path, sources, **top)
@@ -348,7 +353,13 @@ def test_an_image_path_that_leaves_its_root_is_refused(tmp_path):
 
 def test_costs_add_up_and_an_unknown_price_is_said(mixed):
     record = json.loads((mixed[1] / "mix.json").read_text())
-    prices = [(1.5, "price table"), (0.25, "price table"), (None, "price unknown")]
+    prices = [
+        (1.5, "price table"),
+        (0.25, "price table"),
+        (None, "price unknown"),
+        (0, "labels"),
+        (0, "labels"),
+    ]
     rows = zip(record["sources"], prices, strict=True)
     paid = [{**row, "usd": usd, "pricing": pricing} for row, (usd, pricing) in rows]
     report = mix_files.report({**record, "sources": paid})
