@@ -116,18 +116,21 @@ HINTS = {  # what the endpoint reports having been told, per source: the labels 
 }
 
 
-@pytest.mark.parametrize(("name", "mode"), [(n, "per-question") for n in OTHERS] + [("celeba", "per-image")])
-def test_live_backend_sends_the_source_hint_and_stores_the_bare_question(tmp_path, capsys, name, mode):
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [(n, "per-question") for n in OTHERS] + [("celeba", "per-image"), ("affectnet", "batch")],
+)
+def test_llm_backends_send_the_source_hint_and_store_the_bare_question(tmp_path, capsys, name, mode):
     source, root, _, records = loaded(name, tmp_path)
     out = tmp_path / "out"
     aspects = source.prompts().aspects
+    how = ["--backend", "batch", "--poll-interval", "0.05"] if mode == "batch" else ["--mode", mode]
     with LocalEndpoint(api_key=API_KEY) as endpoint:
-        result = run_main(
-            main, argv(name, root, out, "--base-url", endpoint.base_url, "--mode", mode), capsys
-        )
+        result = run_main(main, argv(name, root, out, "--base-url", endpoint.base_url, *how), capsys)
         requests = endpoint.chat_requests()
     assert result.returncode == 0, result.stderr
-    assert len(requests) == len(records) * (len(aspects) if mode == "per-question" else 1)
+    expected = {"per-question": len(aspects), "per-image": 1, "batch": 0}[mode]  # batch: no chat request
+    assert len(requests) == len(records) * expected
     written = dataset(out)
     assert len(written) == len(records) * len(aspects)
     for n, record in enumerate(records):
