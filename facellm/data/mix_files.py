@@ -22,6 +22,7 @@ from facellm.common.cli import FaceLLMError
 from facellm.common.files import REPO, read_json, resolve_inside, write_json_atomic, write_text_atomic
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.data import items as qa_items
+from facellm.data import overlap
 from facellm.data.generate import LEDGER
 
 MARK = "facellm.data.mix"
@@ -182,6 +183,10 @@ def source_row(plan, summary, images: set[str], records: int) -> dict:
     if sum(n for (_, status), n in kinds.items() if status == FAILED) != summary.failed:
         kinds = Counter({key: n for key, n in kinds.items() if key[1] == DONE})  # failures of other images
     cost = read_json(plan.config.out / "cost.json")
+    overlap_report = plan.config.out / overlap.REPORT
+    excluded = (
+        read_json(overlap_report) if plan.config.exclude_benchmark and overlap_report.is_file() else None
+    )
     folder = plan.config.out.name
     return {
         "name": plan.name, "source": plan.source.name, "split": plan.config.split,
@@ -191,6 +196,8 @@ def source_row(plan, summary, images: set[str], records: int) -> dict:
                   for k in qa_items.KINDS if kinds[k, DONE] or kinds[k, FAILED]},
         "usd": cost.get("usd"), "pricing": cost.get("pricing"), "weight": plan.weight,
         "fairness_report": f"{folder}/fairness_report.md", "cost_report": f"{folder}/cost_report.md",
+        "benchmark_excluded": None if excluded is None else {
+            "images": excluded["excluded"], "by_benchmark_file": excluded["by_benchmark_file"]},
     }  # fmt: skip
 
 
@@ -258,9 +265,30 @@ def report(record: dict) -> str:
         "|---|---|" + "---:|" * 6 + "---|---:|---:|---:|---|",
         *("| " + " | ".join(_cells(row, total, about)) + " |" for row in rows),
         "| " + " | ".join(totals) + " |",
+        "", _benchmark_line(rows),
         "", f"Train it from the repository root: `{record['train_command']}`",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _benchmark_line(rows: list[dict]) -> str:
+    """What was left out of each source as a FaceXBench image (exclude_benchmark), per benchmark file."""
+    checked = [row for row in rows if row.get("benchmark_excluded") is not None]
+    if not checked:
+        return "FaceXBench images were not left out (no exclude_benchmark)."
+    parts = []
+    for row in checked:
+        files = ", ".join(f"{name} {n}" for name, n in row["benchmark_excluded"]["by_benchmark_file"].items())
+        parts.append(
+            f"{row['name']} {row['benchmark_excluded']['images']}" + (f" ({files})" if files else "")
+        )
+    unchecked = [row["name"] for row in rows if row.get("benchmark_excluded") is None]
+    return (
+        "FaceXBench images left out before generation: "
+        + "; ".join(parts)
+        + (f"; not checked: {', '.join(unchecked)}" if unchecked else "")
+        + "."
+    )
 
 
 def print_plan(mix, path: Path, plans: list) -> None:

@@ -412,3 +412,25 @@ def test_train_sh_trains_the_tiny_model_on_every_source_of_the_mix(mixed, tiny_m
     taken = drawn(list(RECORDS.values()), probs, recipe["seed"])
     assert min(taken) > 0  # every source is in what the trainer got
     assert re.search(r"Num examples = ([\d,]+)", log).group(1) == f"{sum(taken):,}"
+
+
+def test_the_report_says_which_benchmark_images_each_source_lost(roots, tmp_path):
+    from facellm.testing.sample_benchmark import build
+    from tests.data.test_overlap import add_task
+    from tests.support import SAMPLE_FACES
+
+    image_root, records, _ = registry.load(registry.get("utkface"), roots["utk"], "all")
+    bench = build(SAMPLE_FACES, tmp_path / "fxb", per_task=1)
+    add_task(bench, "utkface_single_mcq_age_test", [[(image_root / records[1].file, "jpeg", 256)]])
+    sources = {
+        "utk": {"source": "utkface", "root": str(roots["utk"]), "limit": 3, "exclude_benchmark": str(bench)},
+        "raf": {"source": "rafdb", "root": str(roots["raf"]), "split": "test", "items": "short"},
+    }
+    result = mix_in_process(write_config(tmp_path, sources))
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "mix" / "mix_report.md").read_text()
+    left_out = "utk 1 (utkface_single_mcq_age_test 1); not checked: raf."
+    assert f"FaceXBench images left out before generation: {left_out}" in report
+    rows = json.loads((tmp_path / "mix" / "mix.json").read_text())["sources"]
+    assert rows[0]["benchmark_excluded"]["images"] == 1 and rows[1]["benchmark_excluded"] is None
+    assert records[1].file not in (tmp_path / "mix" / "datasets" / "utk.json").read_text()
