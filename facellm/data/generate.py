@@ -144,6 +144,7 @@ class Config:
         "given here is priced even on a local endpoint", parse=Path, group="reports",
     )  # fmt: skip
     progress: bool = True
+    media_dir_hint: bool = True  # a mix re-roots the images to its own media_dir and says so itself
 
 
 @dataclass
@@ -356,11 +357,12 @@ def generate(config: Config, prepared: Prepared | None = None) -> Summary:
     )  # fmt: skip
     fairness_report(faces, entries, config.out, source.groupings)
     write_json_atomic(config.out / "summary.json", {**asdict(summary), "dataset": str(summary.dataset)})
-    _print_summary(summary, len(records), dataset_path, info_path, run.image_root, config.out)
+    media_dir = run.image_root if config.media_dir_hint else None
+    _print_summary(summary, len(records), dataset_path, info_path, media_dir, config.out)
     return summary
 
 
-def _print_summary(summary: Summary, records: int, dataset_path, info_path, image_root, out) -> None:
+def _print_summary(summary: Summary, records: int, dataset_path, info_path, media_dir, out) -> None:
     print(
         f"{records} QA pairs about {summary.images} images -> {dataset_path} (registered in {info_path})\n"
         f"this run: {summary.done} done, {summary.failed} failed, {summary.skipped} already done before"
@@ -369,7 +371,8 @@ def _print_summary(summary: Summary, records: int, dataset_path, info_path, imag
     for reason, count in summary.failed_by_reason.items():
         print(f"  failed: {count} x {reason}")
     print(f"reports: {out / 'cost_report.md'}, {out / 'fairness_report.md'}")
-    print(f"image paths are relative to {image_root}: pass it to training as media_dir")
+    if media_dir is not None:
+        print(f"image paths are relative to {media_dir}: pass it to training as media_dir")
     if summary.failed:
         print("re-run the same command to retry the failed items", file=sys.stderr)
 

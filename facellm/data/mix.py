@@ -212,7 +212,8 @@ def _plan(name: str, entry: dict, shared: dict, out: Path, progress: bool) -> Pl
         raise FaceLLMError(f"no root (the folder holding {source.layout})")
     generation = {k: v for k, v in {**shared, **entry}.items() if k in GENERATION}
     config = gen.Config(**generation, source=source.name, root=entry["root"], split=split,
-                        limit=entry.get("limit"), out=out / name, progress=progress)  # fmt: skip
+                        limit=entry.get("limit"), out=out / name, progress=progress,
+                        media_dir_hint=False)  # fmt: skip
     prepared = gen.prepare(config, quiet=True)
     records = prepared.records[: config.limit] if config.limit else prepared.records
     image_root = Path(os.path.abspath(prepared.image_root))

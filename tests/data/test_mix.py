@@ -98,6 +98,7 @@ def test_every_source_is_generated_registered_and_rerooted(mixed, roots):
     _, out, result = mixed
     info = json.loads((out / "dataset_info.json").read_text())
     assert list(info) == list(RECORDS)
+    assert "pass it to training as media_dir" not in result.stdout  # a source's root is not the mix's
     media_dir = yaml.safe_load((out / "train.yaml").read_text())["media_dir"]
     assert media_dir == str(roots["fairface"].parent)  # the folder holding every source's images
     for name, count in RECORDS.items():
