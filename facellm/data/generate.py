@@ -72,9 +72,9 @@ class Config:
         "OUT/benchmark_overlap.json)", parse=Path, group="data", metavar="DIR",
     )  # fmt: skip
     out: Path = option(Path("data/fairfacegpt"), "output folder", parse=Path, group="data")
-    split: str = option(
-        "val", "split: FairFace train or val; UTKFace all; CelebA train, val or test; RAF-DB train or test; "
-        "AffectNet train or val", choices=sources.SPLITS, group="data",
+    split: str | None = option(
+        None, "split: FairFace train or val (default val); UTKFace all (the default); CelebA train, val or "
+        "test; RAF-DB train or test; AffectNet train or val", choices=sources.SPLITS, group="data",
     )  # fmt: skip
     limit: int | None = option(None, "only the first N images of the list", parse=positive(int), group="data")
     backend: str = option(
@@ -300,12 +300,13 @@ def prepare(config: Config, quiet: bool = False) -> Prepared:
     kinds = qa_items.parse_kinds(config.items)
     prices = load_prices(config.prices or DEFAULT_PRICES)
     settings = _settings(config)
+    config.split = sources.split_of(config.source, config.split)  # what the run and run.json are tied to
     source, image_root, records = sources.read(
         config.source, config.root, config.fairface_root, config.split, quiet
     )
     prompts = source.prompts(config.prompts_dir)
     if config.exclude_benchmark is not None:
-        overlap.benchmark_images(config.exclude_benchmark)
+        overlap.check_benchmark(config.exclude_benchmark)
     identity = {
         "model": settings.model,
         "mode": settings.mode,
@@ -380,7 +381,8 @@ def _print_summary(summary: Summary, records: int, dataset_path, info_path, medi
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python fairfacegpt.py",
-        description="Generate the FairFaceGPT question-answer dataset from FairFace images and labels. "
+        description="Generate the FairFaceGPT question-answer dataset from a labelled face dataset: "
+        "FairFace (the default), UTKFace, CelebA, RAF-DB or AffectNet (--source), in its official layout. "
         "Writes OUT/dataset.json (ShareGPT) and OUT/dataset_info.json (LLaMA-Factory registration), "
         "OUT/ledger.jsonl (one line per finished item: re-run the same command to resume), "
         "cost and fairness reports. Exits 1 when some items failed, 2 on bad input, 130 when interrupted "

@@ -224,8 +224,9 @@ def _in_entry(where: str, step, *args):
     """STEP(*ARGS), a refusal prefixed with WHERE (the config file and the entry)."""
     try:
         return step(*args)
-    except FaceLLMError as error:
-        raise FaceLLMError(f"{where}: {error}") from None
+    except FaceLLMError as error:  # generate() names its options as flags: here they are config keys
+        said = re.sub(r"(?<![\w-])--([a-z][a-z-]*)", lambda m: m[1].replace("-", "_"), str(error))
+        raise FaceLLMError(f"{where}: {said}") from None
 
 
 def _check_recipe(recipe: Path, where: str) -> None:

@@ -295,10 +295,18 @@ def print_plan(mix, path: Path, plans: list) -> None:
     print(f"mix: dry run of {path}: every source checked; nothing generated or written")
     for plan in plans:
         weight = "" if plan.weight is None else f", weight {plan.weight:g}"
+        excluded = plan.config.exclude_benchmark
+        before = " (before FaceXBench's are left out)" if excluded else ""
         print(
             f"  {plan.name}: {plan.source.name} {plan.config.split} from {shown(plan.config.root)}, "
-            f"{len(plan.records)} images, items {plan.config.items}{weight} -> {shown(plan.config.out)}"
+            f"{len(plan.records)} images{before}, items {plan.config.items}{weight} -> "
+            f"{shown(plan.config.out)}",
+            flush=True,
         )
+        warning = None if excluded else overlap.benchmark_warning(plan.source.name, plan.config.split)
+        if warning:  # in a mix config the flag is a key
+            print(f"  {plan.name}: {warning.replace(overlap.FLAG + ' DIR', 'exclude_benchmark: DIR')}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     media_dir = os.path.commonpath([str(plan.image_root) for plan in plans])
     strategy = "concat" if plans[0].weight is None else "interleave_under"
     names = ",".join(plan.name for plan in plans)

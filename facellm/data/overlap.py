@@ -147,6 +147,14 @@ def benchmark_images(benchmark_dir: Path) -> dict[Path, tuple[str, str]]:
     return images
 
 
+def check_benchmark(benchmark_dir: Path) -> None:
+    """Refuse, before anything is written, a benchmark folder that exclusion could not use."""
+    try:
+        benchmark_images(benchmark_dir)
+    except FaceLLMError as error:
+        raise FaceLLMError(f"{FLAG}: {error}") from None
+
+
 def exclude_overlap(
     records: list,
     image_root: Path,
@@ -221,17 +229,19 @@ def exclude_overlap(
 def summary_line(report: dict, source_title: str) -> str:
     """One console line: how many of the source's images were left out, against what, and by which file."""
     limits = f"pHash <= {report['thresholds']['phash']}, dHash <= {report['thresholds']['dhash']}"
-    against = f"{report['benchmark_images']} FaceXBench images in {report['benchmark_dir']} ({limits})"
+    against = (
+        f"{report['benchmark_images']} FaceXBench images of {report['benchmark_dir']} compared, {limits}"
+    )
     if report["excluded"]:
         files = list(report["by_benchmark_file"].items())
         shown = ", ".join(f"{name} {count}" for name, count in files[:6])
         more = f", {len(files) - 6} more files" if len(files) > 6 else ""
         line = (
             f"FaceXBench overlap: {report['excluded']} of {report['checked']} {source_title} images left "
-            f"out, near-copies of {against}: {shown}{more}"
+            f"out as near-copies of benchmark images ({against}): {shown}{more}"
         )
     else:
-        line = f"FaceXBench overlap: none of {report['checked']} {source_title} images matches {against}"
+        line = f"FaceXBench overlap: none of {report['checked']} {source_title} images is a copy ({against})"
     if report["unreadable"]:
         line += f"; {report['unreadable']} unreadable, not checked (e.g. {report['unreadable_examples'][0]})"
     return line

@@ -197,3 +197,19 @@ def test_one_folder_holds_one_source(tmp_path, capsys):
     again = ["--source", "fairface", "--root", str(SAMPLE_FACES), "--out", str(out), "--backend", "labels"]
     result = run_main(main, [*again, "--items", "short", "--limit", "2", "--no-progress"], capsys)
     assert result.returncode == 0 and "0 done, 0 failed, 6 already done before" in result.stdout
+
+
+def test_the_split_defaults_to_fairface_val_or_the_only_one_and_is_asked_for_otherwise(tmp_path, capsys):
+    utk = label_sources.write_utkface(tmp_path / "utk")
+    base = ["--backend", "labels", "--items", "short", "--no-progress"]
+    result = run_main(
+        main, ["--source", "utkface", "--root", str(utk), "--out", str(tmp_path / "a"), *base], capsys
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["split"] == "all"
+    raf = label_sources.write_rafdb(tmp_path / "raf")
+    result = run_main(
+        main, ["--source", "rafdb", "--root", str(raf), "--out", str(tmp_path / "b"), *base], capsys
+    )
+    assert_one_line_error(result, "--source rafdb needs --split (one of train, test)")
+    assert not (tmp_path / "b").exists()

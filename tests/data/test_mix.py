@@ -224,7 +224,7 @@ BAD = {  # what to spoil -> what the one line says after the config's name
         update("raf", root="/no/such/rafdb"),
         "sources.raf: /no/such/rafdb: RAF-DB root folder does not exist",
     ),
-    "split it lacks": (update("raf", split="val"), "sources.raf: --split val: RAF-DB has no such split"),
+    "split it lacks": (update("raf", split="val"), "sources.raf: split val: RAF-DB has no such split"),
     "bad items": (
         update("raf", items="short,opne"),
         "sources.raf: items: 'short,opne' is not valid (unknown item kind 'opne'",
@@ -254,7 +254,7 @@ BAD = {  # what to spoil -> what the one line says after the config's name
     ),
     "a setting's folder missing": (
         update("top", exclude_benchmark="/no/such/benchmark"),
-        "sources.fairface: /no/such/benchmark: benchmark folder does not exist",
+        "sources.fairface: exclude_benchmark: /no/such/benchmark: benchmark folder does not exist",
     ),
     "a key the mix sets": (update("top", overrides={"dataset": "x"}), "overrides: dataset is set by the mix"),
 }
@@ -435,3 +435,14 @@ def test_the_report_says_which_benchmark_images_each_source_lost(roots, tmp_path
     rows = json.loads((tmp_path / "mix" / "mix.json").read_text())["sources"]
     assert rows[0]["benchmark_excluded"]["images"] == 1 and rows[1]["benchmark_excluded"] is None
     assert records[1].file not in (tmp_path / "mix" / "datasets" / "utk.json").read_text()
+
+
+def test_a_dry_run_warns_of_each_source_split_that_facexbench_shows(roots, tmp_path, capsys):
+    sources = {
+        "raf_train": {"source": "rafdb", "root": str(roots["raf"]), "split": "train", "items": "short"},
+        "raf_test": {"source": "rafdb", "root": str(roots["raf"]), "split": "test", "items": "short"},
+    }
+    result = run_main(main, [write_config(tmp_path, sources), "--dry-run"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "raf_train: warning: FaceXBench shows RAF-DB train images" in result.stderr
+    assert "exclude_benchmark: DIR" in result.stderr and "raf_test" not in result.stderr

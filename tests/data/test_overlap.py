@@ -234,15 +234,15 @@ def test_summary_line(world, tmp_path):
     _, report = run(world, tmp_path)
     line = summary_line(report, "UTKFace")
     assert line == (
-        f"FaceXBench overlap: 3 of 12 UTKFace images left out, near-copies of 19 FaceXBench images in "
-        f"{world[2]} (pHash <= 24, dHash <= 28): celeba_single_mcq 1, utkface_multiple_mcq_race_test 1, "
-        "utkface_single_mcq_age_test 1"
+        "FaceXBench overlap: 3 of 12 UTKFace images left out as near-copies of benchmark images (19 "
+        f"FaceXBench images of {world[2]} compared, pHash <= 24, dHash <= 28): celeba_single_mcq 1, "
+        "utkface_multiple_mcq_race_test 1, utkface_single_mcq_age_test 1"
     )
     clean = {**report, "excluded": 0, "by_benchmark_file": {}, "unreadable": 1,
              "unreadable_examples": ["x.jpg: not an image"]}  # fmt: skip
     assert summary_line(clean, "UTKFace") == (
-        f"FaceXBench overlap: none of 12 UTKFace images matches 19 FaceXBench images in {world[2]} "
-        "(pHash <= 24, dHash <= 28); 1 unreadable, not checked (e.g. x.jpg: not an image)"
+        f"FaceXBench overlap: none of 12 UTKFace images is a copy (19 FaceXBench images of {world[2]} "
+        "compared, pHash <= 24, dHash <= 28); 1 unreadable, not checked (e.g. x.jpg: not an image)"
     )
 
 

@@ -99,6 +99,19 @@ def root_of(source: Source, root: Path | None, fairface_root: Path) -> Path:
     raise FaceLLMError(f"--source {source.name} needs --root, the folder holding {source.layout}")
 
 
+def split_of(name: str, split: str | None) -> str:
+    """SPLIT, or when none is given the source's default: FairFace's val, as before --source, or the only
+    split of a source that has one (UTKFace's all); the others need one, as it decides the FaceXBench risk."""
+    if split is not None:
+        return split
+    source = get(name)
+    if source.name == DEFAULT:
+        return "val"
+    if len(source.splits) == 1:
+        return source.splits[0]
+    raise FaceLLMError(f"--source {name} needs --split (one of {', '.join(source.splits)})")
+
+
 def load(source: Source, root: Path, split: str) -> Loaded:
     if split not in source.splits:
         raise FaceLLMError(
