@@ -77,7 +77,9 @@ class Entry:
     source: str | None = option(None, "label source (default: the entry's name, when it is one)",
                                 choices=tuple(registry.SOURCES))  # fmt: skip
     root: Path | None = option(None, "the source's folder, in its official layout", parse=Path)
-    split: str | None = option(None, "its split (default: the source's only one)", choices=registry.SPLITS)
+    split: str | None = option(
+        None, "its split (default: FairFace's val, or the source's only one)", choices=registry.SPLITS
+    )
     limit: int | None = option(None, "a cap: only the first N images of the split", parse=positive(int))
     weight: float | None = option(None, "its share of training examples, relative to the other weights "
                                   "(every source has one, or none has)", parse=_weight)  # fmt: skip
@@ -205,9 +207,9 @@ def _plan(name: str, entry: dict, shared: dict, out: Path, progress: bool) -> Pl
     if (kind := entry.get("source") or name) not in registry.SOURCES:
         raise FaceLLMError(f"no source (and {kind!r} is not one: choose from {', '.join(registry.SOURCES)})")
     source = registry.get(kind)
-    split = entry.get("split") or (source.splits[0] if len(source.splits) == 1 else None)
-    if split is None:
+    if (split := entry.get("split")) is None and source.name != registry.DEFAULT and len(source.splits) > 1:
         raise FaceLLMError(f"no split (one of {', '.join(source.splits)})")
+    split = registry.split_of(source.name, split)  # FairFace's val, or the only one
     if entry.get("root") is None:
         raise FaceLLMError(f"no root (the folder holding {source.layout})")
     generation = {k: v for k, v in {**shared, **entry}.items() if k in GENERATION}
