@@ -196,7 +196,8 @@ def _check_run_identity(out: Path, identity: dict, write: bool = True) -> None:
     ledger = out / LEDGER
     nothing_yet = not ledger.is_file() or ledger.stat().st_size == 0
     if path.is_file() and not nothing_yet:
-        previous, defaults = read_json(path), {"items": qa_items.DEFAULT, "source": sources.DEFAULT}
+        defaults = {"items": qa_items.DEFAULT, "source": sources.DEFAULT, "exclude_benchmark": False}
+        previous = read_json(path)
         ok = isinstance(previous, dict)
         detail = changed_settings(defaults | previous, defaults | identity) if ok else "unreadable"
         if detail:
