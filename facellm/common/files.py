@@ -35,8 +35,13 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def json_text(data: object) -> str:
+    """DATA as every JSON file of the project is written."""
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
 def write_json_atomic(path: Path, data: object) -> None:
-    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(path, json_text(data))
 
 
 def read_json(path: Path) -> object:

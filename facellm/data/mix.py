@@ -33,7 +33,7 @@ import yaml
 
 from facellm.common import sharegpt
 from facellm.common.cli import FaceLLMError, first_line, run_cli
-from facellm.common.files import REPO
+from facellm.common.files import REPO, json_text
 from facellm.common.options import add_progress_option, option, positive
 from facellm.data import generate as gen
 from facellm.data import mix_files
@@ -207,13 +207,10 @@ def _plan(name: str, entry: dict, shared: dict, out: Path, progress: bool) -> Pl
     if (kind := entry.get("source") or name) not in registry.SOURCES:
         raise FaceLLMError(f"no source (and {kind!r} is not one: choose from {', '.join(registry.SOURCES)})")
     source = registry.get(kind)
-    if (split := entry.get("split")) is None and source.name != registry.DEFAULT and len(source.splits) > 1:
-        raise FaceLLMError(f"no split (one of {', '.join(source.splits)})")
-    split = registry.split_of(source.name, split)  # FairFace's val, or the only one
     if entry.get("root") is None:
         raise FaceLLMError(f"no root (the folder holding {source.layout})")
     generation = {k: v for k, v in {**shared, **entry}.items() if k in GENERATION}
-    config = gen.Config(**generation, source=source.name, root=entry["root"], split=split,
+    config = gen.Config(**generation, source=source.name, root=entry["root"], split=entry.get("split"),
                         limit=entry.get("limit"), out=out / name, progress=progress,
                         media_dir_hint=False)  # fmt: skip
     prepared = gen.prepare(config, quiet=True)
@@ -232,6 +229,7 @@ def _in_entry(where: str, step, *args):
 
 
 def _check_recipe(recipe: Path, where: str) -> None:
+    # facellm.train.recipes.load_recipe reads recipes the same way; the data stage does not import training
     try:
         base = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as error:
@@ -248,10 +246,10 @@ def _write(mix: Mix, path: Path, plans: list[Plan], summaries: list, owned: Owne
     rows = []
     for plan, summary in zip(plans, summaries, strict=True):
         images, records = mix_files.reroot(plan.config.out / "dataset.json", plan.image_root, media_dir)
-        owned.write(f"datasets/{plan.name}.json", mix_files.json_text(records))
+        owned.write(f"datasets/{plan.name}.json", json_text(records))
         rows.append(mix_files.source_row(plan, summary, images, len(records)))
     entries = {name: sharegpt.dataset_info_entry(f"datasets/{name}.json") for name in names}
-    owned.write("dataset_info.json", mix_files.json_text(entries))
+    owned.write("dataset_info.json", json_text(entries))
     changes = mix_files.recipe_changes(mix, names, media_dir, probs)
     command = f"./train.sh {shown(mix.out / 'train.yaml')}"
     header = [

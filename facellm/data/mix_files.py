@@ -8,7 +8,6 @@ kept, and read back to check that it holds exactly the base's keys with the mix'
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -19,7 +18,13 @@ from pathlib import Path
 import yaml
 
 from facellm.common.cli import FaceLLMError
-from facellm.common.files import REPO, read_json, resolve_inside, write_json_atomic, write_text_atomic
+from facellm.common.files import (
+    REPO,
+    read_json,
+    resolve_inside,
+    write_json_atomic,
+    write_text_atomic,
+)
 from facellm.common.ledger import DONE, FAILED, Ledger
 from facellm.data import items as qa_items
 from facellm.data import overlap
@@ -163,11 +168,6 @@ def lay_out(base: Path, changes: dict[str, tuple], header: list[str]) -> str:
             f"{base}: its keys could not be rewritten line by line (a key over several lines?)"
         )
     return written
-
-
-def json_text(data: object) -> str:
-    """DATA as write_json_atomic writes it."""
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
 def source_row(plan, summary, images: set[str], records: int) -> dict:

@@ -24,14 +24,15 @@ from pathlib import Path
 
 from facellm.common.cli import FaceLLMError
 from facellm.data.sources.base import (
+    EXPRESSION_FIELDS,
     EXPRESSION_QUESTION,
     FirstSeen,
     Grouping,
     LabelQuestion,
     Loaded,
     SourceRecord,
-    emotion,
     existing,
+    expression_fields,
     image_inside,
     label,
     one_of,
@@ -51,9 +52,7 @@ LIST_FOLDER = "Manually_Annotated_file_lists"
 IMAGE_FOLDER = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
 
 QUESTIONS = (LabelQuestion("expression", EXPRESSION_QUESTION, label("expression"), vocabulary(EXPRESSIONS)),)
-HINT_FIELDS = frozenset(
-    {"expression", "emotion", "valence", "arousal", "pleasantness", "intensity", "summary"}
-)
+HINT_FIELDS = EXPRESSION_FIELDS | {"valence", "arousal", "pleasantness", "intensity"}
 # valence and arousal run from -1 to 1; within +-0.2 of 0 they are read as neutral and moderate
 NEUTRAL_BAND = 0.2
 
@@ -63,14 +62,11 @@ def hint_fields(labels) -> dict[str, str]:
     name, valence, arousal = str(labels["expression"]), float(labels["valence"]), float(labels["arousal"])
     pleasant = "pleasant" if valence > NEUTRAL_BAND else "unpleasant" if valence < -NEUTRAL_BAND else None
     intensity = "intense" if arousal > NEUTRAL_BAND else "calm" if arousal < -NEUTRAL_BAND else "moderate"
-    return {
-        "expression": name.lower(),
-        "emotion": emotion(name),
+    return expression_fields(name) | {
         "valence": f"{valence:+.2f}",
         "arousal": f"{arousal:+.2f}",
         "pleasantness": pleasant or "neither pleasant nor unpleasant",
         "intensity": intensity,
-        "summary": f"a face showing {emotion(name)}",
     }
 
 

@@ -123,6 +123,16 @@ def emotion(name: str) -> str:
     return EMOTIONS.get(name, name.lower())
 
 
+EXPRESSION_FIELDS = frozenset({"expression", "emotion", "summary"})
+
+
+def expression_fields(name: str) -> dict[str, str]:
+    """The hint fields of an expression label (RAF-DB's and AffectNet's): the label, as a noun phrase, and
+    the summary of a face showing it."""
+    shown = emotion(name)
+    return {"expression": name.lower(), "emotion": shown, "summary": f"a face showing {shown}"}
+
+
 def listing(phrases: Sequence[str]) -> str:
     """PHRASES as one phrase: "a", "a and b", "a, b and c"."""
     return " and ".join(filter(None, [", ".join(phrases[:-1]), *phrases[-1:]]))

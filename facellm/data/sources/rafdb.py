@@ -18,14 +18,15 @@ from pathlib import Path
 
 from facellm.common.cli import FaceLLMError
 from facellm.data.sources.base import (
+    EXPRESSION_FIELDS,
     EXPRESSION_QUESTION,
     FirstSeen,
     Grouping,
     LabelQuestion,
     Loaded,
     SourceRecord,
-    emotion,
     existing,
+    expression_fields,
     image_inside,
     label,
     one_of,
@@ -44,14 +45,12 @@ NAME = re.compile(r"(?P<split>train|test)_\d+\.jpg")
 
 QUESTIONS = (LabelQuestion("expression", EXPRESSION_QUESTION, label("expression"), vocabulary(EXPRESSIONS)),)
 GROUPINGS = (Grouping("expression", EXPRESSIONS, label("expression")),)
-HINT_FIELDS = frozenset({"expression", "emotion", "summary"})
+HINT_FIELDS = EXPRESSION_FIELDS
 
 
 def hint_fields(labels) -> dict[str, str]:
     """The labels as the prompt templates (data/prompts/rafdb/) and the offline answers read them."""
-    name = str(labels["expression"])
-    shown = emotion(name)
-    return {"expression": name.lower(), "emotion": shown, "summary": f"a face showing {shown}"}
+    return expression_fields(str(labels["expression"]))
 
 
 def aligned_name(image: str) -> str:
