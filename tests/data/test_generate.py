@@ -242,7 +242,7 @@ def test_sigkill_then_resume_gives_a_complete_duplicate_free_dataset(tmp_path):
             handle.write('{"image": "val/9.jpg", "aspe')  # what a kill in the middle of a write leaves
         finished_before = len(ledger_lines_tolerant(out))
         assert 20 <= finished_before < 128
-        requests_before = len(endpoint.chat_requests())
+        requests_before = quiet_count(endpoint)
         process = _start(out, endpoint, "--concurrency", "4")
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr
@@ -253,6 +253,17 @@ def test_sigkill_then_resume_gives_a_complete_duplicate_free_dataset(tmp_path):
     records = dataset(out)
     assert len(records) == 128
     assert len({(r["images"][0], r["conversations"][0]["value"]) for r in records}) == 128
+
+
+def quiet_count(endpoint) -> int:
+    """The endpoint's chat requests once no more arrive: a request sent just before a kill may still be
+    read by its handler thread, and would otherwise be counted as the resumed run's."""
+    count = len(endpoint.chat_requests())
+    while True:
+        time.sleep(0.25)
+        if (now := len(endpoint.chat_requests())) == count:
+            return count
+        count = now
 
 
 def ledger_lines_tolerant(out):
